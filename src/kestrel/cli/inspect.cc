@@ -1,0 +1,118 @@
+// `kestrel inspect MODEL`: what is in a model, and whether Kestrel can run it.
+#include <algorithm>
+#include <cstdio>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "kestrel/cli/commands.h"
+#include "kestrel/engine/backends.h"
+#include "kestrel/engine/node_runner.h"
+#include "kestrel/ir/op_schema.h"
+#include "kestrel/ir/shape_inference.h"
+#include "kestrel/onnx/importer.h"
+#include "kestrel/runtime/cpu/cpu_backend.h"
+
+namespace kestrel::cli {
+namespace {
+
+std::string human(double v, std::string_view unit) {
+  const char* prefixes[] = {"", "K", "M", "G", "T"};
+  int p = 0;
+  while (v >= 1000 && p < 4) {
+    v /= 1000;
+    ++p;
+  }
+  return fmt::format("{:.{}f} {}{}", v, p == 0 ? 0 : 2, prefixes[p], unit);
+}
+
+Status inspect(const std::string& path) {
+  KS_ASSIGN_OR_RETURN(std::unique_ptr<ir::Graph> graph, onnx::import_model_file(path));
+  std::unique_ptr<ir::NodeEvaluator> evaluator = engine::make_cpu_evaluator();
+
+  fmt::print("model      {}\n", path);
+  fmt::print("opset      {}   producer: {}\n", graph->opset_version,
+             graph->producer_name.empty() ? "-" : graph->producer_name);
+  for (const auto& [key, value] : graph->metadata) {
+    const std::string shown = value.size() > 70 ? value.substr(0, 67) + "..." : value;
+    fmt::print("metadata   {} = {}\n", key, shown);
+  }
+
+  // Symbolic shapes need every operator known; report unknown ones instead of failing outright.
+  std::map<std::string, int> op_counts;
+  for (const ir::Node* n : graph->nodes()) ++op_counts[n->op_type()];
+  const std::vector<std::string_view> cpu_ops = runtime::cpu_supported_ops();
+  bool all_supported = true;
+  for (const auto& [op, count] : op_counts) {
+    all_supported &= ir::find_op_schema(op) != nullptr &&
+                     std::binary_search(cpu_ops.begin(), cpu_ops.end(), op);
+  }
+  const Status shapes = all_supported ? ir::annotate_symbolic_shapes(*graph, evaluator.get())
+                                      : Status();
+
+  fmt::print("\ninputs\n");
+  for (const ir::Value* v : graph->inputs()) fmt::print("  {:<24} {}\n", v->name(), v->type().to_string());
+  fmt::print("outputs\n");
+  for (const ir::Value* v : graph->outputs()) {
+    fmt::print("  {:<24} {}\n", v->name(), shapes.ok() ? v->type().to_string() : "?");
+  }
+
+  int64_t params = 0, param_bytes = 0;
+  for (const ir::Value* v : graph->values()) {
+    if (!v->has_constant() || v->constant().num_elements() < 2) continue;  // skip scalars
+    params += v->constant().num_elements();
+    param_bytes += static_cast<int64_t>(v->constant().nbytes());
+  }
+
+  std::map<std::string, int64_t> op_flops;
+  int64_t total_flops = -1;
+  if (all_supported && shapes.ok()) {
+    // Per image: every symbol bound to 1.
+    ir::InferenceOptions options;
+    options.evaluator = evaluator.get();
+    StatusOr<ir::InferredTypes> types = ir::infer_types(*graph, options);
+    if (types.ok()) {
+      StatusOr<std::unordered_map<const ir::Node*, int64_t>> flops = ir::count_flops(*graph, *types);
+      if (flops.ok()) {
+        total_flops = 0;
+        for (const auto& [node, f] : *flops) {
+          op_flops[node->op_type()] += f;
+          total_flops += f;
+        }
+      }
+    }
+  }
+
+  fmt::print("\n{:<22} {:>6} {:>12}  {:<6} {:<6}\n", "operator", "count", "FLOPs/image", "cpu",
+             "cuda");
+  for (const auto& [op, count] : op_counts) {
+    const bool known = ir::find_op_schema(op) != nullptr;
+    const bool cpu = known && std::binary_search(cpu_ops.begin(), cpu_ops.end(), op);
+    fmt::print("{:<22} {:>6} {:>12}  {:<6} {:<6}\n", op, count,
+               op_flops.count(op) ? human(static_cast<double>(op_flops[op]), "") : "-",
+               cpu ? "yes" : "NO", "-");
+  }
+  fmt::print("\nnodes      {}\n", graph->num_nodes());
+  fmt::print("parameters {} ({})\n", human(static_cast<double>(params), ""),
+             human(static_cast<double>(param_bytes), "B"));
+  if (total_flops >= 0) {
+    fmt::print("FLOPs      {} per image (every symbol = 1)\n",
+               human(static_cast<double>(total_flops), "FLOP"));
+  }
+  if (!shapes.ok()) fmt::print("shapes     could not be inferred: {}\n", shapes.to_string());
+  fmt::print("supported  {}\n", all_supported ? "yes: every operator runs on the CPU backend"
+                                              : "NO: see the operators marked NO above");
+  return all_supported ? shapes : unimplemented("the model uses operators Kestrel does not support");
+}
+
+}  // namespace
+
+void add_inspect_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("inspect", "Show a model's inputs, outputs, operators, parameters "
+                                            "and FLOPs, and whether Kestrel supports it");
+  auto path = std::make_shared<std::string>();
+  cmd->add_option("model", *path, "ONNX model file")->required();
+  cmd->callback([path] { exit_on_error(inspect(*path)); });
+}
+
+}  // namespace kestrel::cli

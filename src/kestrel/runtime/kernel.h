@@ -1,0 +1,86 @@
+// Kernel and Backend: the interface between the engine and the code that computes.
+//
+// A Backend (runtime/cpu, runtime/cuda) owns a device's memory and creates one Kernel per graph
+// node from a KernelDef: the operator, its attributes, its element types, and the values of inputs
+// that are constants (weights), so a kernel can pre-pack them once. The engine computes every
+// output shape with the operator's shape rule before calling run() and allocates those outputs;
+// only data-dependent outputs (left undefined) are allocated by the kernel itself.
+//
+// Thread safety: run() may be called concurrently from several execution contexts. Kernels keep
+// per-call state on the stack and synchronize any cache they hold.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kestrel/base/attributes.h"
+#include "kestrel/base/status.h"
+#include "kestrel/base/tensor.h"
+
+namespace kestrel::runtime {
+
+struct KernelDef {
+  std::string op_type;
+  std::string node_name;
+  Attributes attrs;
+  std::vector<DType> input_dtypes;  // kUndefined for an omitted optional input
+  std::vector<DType> output_dtypes;
+  std::vector<Tensor> constant_inputs;  // defined where the input is a constant
+
+  bool has_input(size_t i) const {
+    return i < input_dtypes.size() && input_dtypes[i] != DType::kUndefined;
+  }
+  // "Conv '/model.0/conv/Conv'".
+  std::string describe() const;
+};
+
+class KernelContext {
+ public:
+  using Allocator = std::function<StatusOr<Tensor>(DType, const Shape&)>;
+
+  KernelContext(std::span<const Tensor> inputs, std::span<Tensor> outputs, Allocator allocate)
+      : inputs_(inputs), outputs_(outputs), allocate_(std::move(allocate)) {}
+
+  size_t num_inputs() const { return inputs_.size(); }
+  bool has_input(size_t i) const { return i < inputs_.size() && inputs_[i].defined(); }
+  const Tensor& input(size_t i) const { return inputs_[i]; }
+  size_t num_outputs() const { return outputs_.size(); }
+  Tensor& output(size_t i) { return outputs_[i]; }
+  // For an output whose shape only the kernel knows.
+  Status allocate_output(size_t i, DType dtype, const Shape& shape);
+
+ private:
+  std::span<const Tensor> inputs_;
+  std::span<Tensor> outputs_;
+  Allocator allocate_;
+};
+
+class Kernel {
+ public:
+  virtual ~Kernel() = default;
+  virtual Status run(KernelContext& ctx) = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // "cpu", "cuda".
+  virtual std::string_view name() const = 0;
+  virtual Device device() const = 0;
+  // UNIMPLEMENTED, naming the node and what is missing, when the backend has no kernel for `def`.
+  virtual StatusOr<std::unique_ptr<Kernel>> create_kernel(const KernelDef& def) = 0;
+  // Memory on this backend's device; uninitialized.
+  virtual StatusOr<Tensor> allocate(DType dtype, const Shape& shape) = 0;
+  // Copies between host and this backend's device, or within either. REQUIRES: same dtype and
+  // element count.
+  virtual Status copy(const Tensor& src, Tensor& dst) = 0;
+  // Waits for all work this backend queued.
+  virtual Status synchronize() = 0;
+};
+
+}  // namespace kestrel::runtime
