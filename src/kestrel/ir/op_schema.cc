@@ -89,7 +89,10 @@ Status check_node_against_schema(const Node& node) {
     return invalid_argument("{}: has {} outputs, expected {}..{}", node.describe(), outputs,
                             schema->min_outputs, schema->max_outputs);
   }
-  for (const auto& [name, value] : node.attrs().all()) {
+  for (const auto& entry : node.attrs().all()) {
+    // Not a structured binding: clang 14 (the fuzz build) cannot capture those in lambdas.
+    const std::string& name = entry.first;
+    const AttributeValue& value = entry.second;
     auto spec = std::find_if(schema->attributes.begin(), schema->attributes.end(),
                              [&](const AttrSpec& a) { return a.name == name; });
     if (spec == schema->attributes.end()) {

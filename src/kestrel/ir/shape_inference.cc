@@ -77,6 +77,8 @@ StatusOr<InferredTypes> initial_types(const Graph& graph, const InferenceOptions
     InferredValue iv;
     iv.dtype = v->dtype();
     if (std::optional<Shape> s = v->shape().evaluate(bindings)) {
+      StatusOr<int64_t> count = checked_num_elements(s->dims());
+      if (!count.ok()) return count.status().with_context(fmt::format("graph input '{}'", v->name()));
       iv.dims = s->vec();
       iv.known_rank = true;
     } else if (v->shape().has_rank()) {

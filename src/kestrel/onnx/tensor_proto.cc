@@ -88,6 +88,18 @@ StatusOr<std::string> read_external(const TensorProto& proto, const std::string&
   return data;
 }
 
+// Number of values the typed field for `dtype` holds (raw and external data are checked apart).
+int64_t typed_field_size(const TensorProto& proto, DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32: return proto.float_data_size();
+    case DType::kFloat64: return proto.double_data_size();
+    case DType::kInt64: return proto.int64_data_size();
+    case DType::kUInt32:
+    case DType::kUInt64: return proto.uint64_data_size();
+    default: return proto.int32_data_size();
+  }
+}
+
 }  // namespace
 
 StatusOr<DType> dtype_from_onnx(int32_t data_type) {
@@ -106,28 +118,42 @@ StatusOr<Tensor> tensor_from_proto(const TensorProto& proto, const std::string& 
   if (proto.has_segment()) return fail(unimplemented("segmented tensors are not supported"));
   StatusOr<DType> dtype = dtype_from_onnx(proto.data_type());
   if (!dtype.ok()) return fail(dtype.status());
-  std::vector<int64_t> dims(proto.dims().begin(), proto.dims().end());
-  StatusOr<Tensor> allocated = Tensor::allocate(*dtype, Shape(dims));
+  const Shape shape(std::vector<int64_t>(proto.dims().begin(), proto.dims().end()));
+  StatusOr<int64_t> count = checked_num_elements(shape.dims());
+  if (!count.ok()) return fail(count.status());
+  const uint64_t element_size = dtype_size(*dtype);
+  if (static_cast<uint64_t>(*count) > max_tensor_bytes() / element_size) {
+    return fail(resource_exhausted("shape {} of {} is over the tensor size limit of {} bytes", shape,
+                                   *dtype, max_tensor_bytes()));
+  }
+  const size_t nbytes = static_cast<size_t>(*count) * element_size;
+
+  // The data must be there, in the declared amount, before anything is allocated for it.
+  const bool external = proto.data_location() == TensorProto::EXTERNAL;
+  std::string external_bytes;
+  if (external) {
+    StatusOr<std::string> bytes = read_external(proto, base_dir, nbytes);
+    if (!bytes.ok()) return fail(bytes.status());
+    external_bytes = std::move(bytes).value();
+  }
+  const bool raw = external || proto.has_raw_data();
+  const std::string& raw_bytes = external ? external_bytes : proto.raw_data();
+  if (raw && raw_bytes.size() != nbytes) {
+    return fail(invalid_argument("raw data is {} bytes; shape {} of {} needs {}", raw_bytes.size(),
+                                 shape, *dtype, nbytes));
+  }
+  if (!raw && typed_field_size(proto, *dtype) != *count) {
+    return fail(invalid_argument("holds {} values but its shape {} needs {}",
+                                 typed_field_size(proto, *dtype), shape, *count));
+  }
+  StatusOr<Tensor> allocated = Tensor::allocate(*dtype, shape);
   if (!allocated.ok()) return fail(allocated.status());
   Tensor t = std::move(allocated).value();
-
-  const bool external = proto.data_location() == TensorProto::EXTERNAL;
-  if (external || proto.has_raw_data()) {
-    std::string external_bytes;
-    if (external) {
-      StatusOr<std::string> bytes = read_external(proto, base_dir, t.nbytes());
-      if (!bytes.ok()) return fail(bytes.status());
-      external_bytes = std::move(bytes).value();
-    }
-    const std::string& raw = external ? external_bytes : proto.raw_data();
-    if (raw.size() != t.nbytes()) {
-      return fail(invalid_argument("raw data is {} bytes; shape {} of {} needs {}", raw.size(),
-                                   t.shape(), t.dtype(), t.nbytes()));
-    }
+  if (raw) {
     if (t.dtype() == DType::kBool) {
-      for (size_t i = 0; i < raw.size(); ++i) t.data<bool>()[i] = raw[i] != 0;
-    } else if (!raw.empty()) {
-      std::memcpy(t.raw_data(), raw.data(), raw.size());
+      for (size_t i = 0; i < raw_bytes.size(); ++i) t.data<bool>()[i] = raw_bytes[i] != 0;
+    } else if (!raw_bytes.empty()) {
+      std::memcpy(t.raw_data(), raw_bytes.data(), raw_bytes.size());
     }
     return t;
   }

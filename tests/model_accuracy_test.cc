@@ -1,0 +1,166 @@
+// The real YOLOv5 models on the CPU backend against PyTorch's float64 reference output
+// (../shared/reference): the reference kernels (the oracle) and the fast (oneDNN) path must both
+// reproduce it with relative L2 error below 1e-5, at batch 1 and, for the fixed-batch export after
+// re-batching, at batch 4. Skips with a message when ../shared is absent.
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+
+#include <gtest/gtest.h>
+
+#include "kestrel/base/npy.h"
+#include "kestrel/engine/engine.h"
+#include "kestrel/engine/node_runner.h"
+#include "kestrel/onnx/importer.h"
+#include "kestrel/optimize/rebatch.h"
+
+namespace kestrel {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path shared_dir() {
+  const char* dir = std::getenv("KESTREL_SHARED");
+  return dir ? fs::path(dir) : fs::path("../shared");
+}
+
+#define REQUIRE_SHARED()                                                                   \
+  if (!fs::exists(shared_dir() / "reference" / "bus_output.npy")) {                        \
+    GTEST_SKIP() << "needs ../shared (models and reference outputs); set KESTREL_SHARED"; \
+  }
+
+// uint8 HWC RGB image -> float32 [1,3,H,W] in [0,1], as the reference pre-processing does.
+Tensor to_model_input(const Tensor& hwc) {
+  const int64_t h = hwc.shape()[0], w = hwc.shape()[1];
+  Tensor out = Tensor::allocate(DType::kFloat32, Shape{1, 3, h, w}).value();
+  const uint8_t* in = hwc.data<uint8_t>();
+  float* o = out.data<float>();
+  for (int64_t c = 0; c < 3; ++c) {
+    for (int64_t i = 0; i < h * w; ++i) o[c * h * w + i] = in[i * 3 + c] / 255.0f;
+  }
+  return out;
+}
+
+// Images stacked along the batch dimension.
+Tensor stack(const std::vector<Tensor>& images) {
+  const Shape& one = images[0].shape();
+  Tensor out = Tensor::allocate(images[0].dtype(), Shape{static_cast<int64_t>(images.size()), one[1],
+                                                         one[2], one[3]})
+                   .value();
+  for (size_t i = 0; i < images.size(); ++i) {
+    std::memcpy(static_cast<char*>(out.raw_data()) + i * images[i].nbytes(), images[i].raw_data(),
+                images[i].nbytes());
+  }
+  return out;
+}
+
+// Image i of a batched [N, ...] tensor.
+Tensor slice_batch(const Tensor& t, int64_t i) {
+  std::vector<int64_t> dims = t.shape().vec();
+  const int64_t n = dims[0];
+  dims[0] = 1;
+  Tensor out = Tensor::allocate(t.dtype(), Shape(dims)).value();
+  const size_t bytes = t.nbytes() / static_cast<size_t>(n);
+  std::memcpy(out.raw_data(), static_cast<const char*>(t.raw_data()) + i * bytes, bytes);
+  return out;
+}
+
+double relative_l2(const Tensor& got, const Tensor& want) {
+  EXPECT_EQ(got.shape(), want.shape());
+  const std::vector<double> a = got.to_double_vector(), b = want.to_double_vector();
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    diff += (a[i] - b[i]) * (a[i] - b[i]);
+    norm += b[i] * b[i];
+  }
+  return std::sqrt(diff / norm);
+}
+
+std::unique_ptr<engine::Engine> load(const std::string& model, bool reference,
+                                     bool dynamic_batch = false) {
+  StatusOr<std::unique_ptr<ir::Graph>> g =
+      onnx::import_model_file((shared_dir() / "models" / model).string());
+  EXPECT_TRUE(g.ok()) << g.status();
+  if (!g.ok()) return nullptr;
+  if (dynamic_batch) {
+    auto evaluator = engine::make_cpu_evaluator();
+    const Status s = optimize::make_batch_dynamic(**g, evaluator.get());
+    EXPECT_TRUE(s.ok()) << s;
+  }
+  StatusOr<std::unique_ptr<engine::Engine>> e = engine::Engine::create(
+      std::move(g).value(), {.backend = "cpu", .cpu_reference_only = reference});
+  EXPECT_TRUE(e.ok()) << e.status();
+  return e.ok() ? std::move(e).value() : nullptr;
+}
+
+Tensor run_one(engine::Engine& e, const Tensor& input) {
+  StatusOr<std::vector<Tensor>> out = e.run({{"images", input}});
+  EXPECT_TRUE(out.ok()) << out.status();
+  return out.ok() ? (*out)[0] : Tensor();
+}
+
+class YoloAccuracyTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(YoloAccuracyTest, DynamicExportMatchesTheFloat64ReferenceOnBus) {
+  REQUIRE_SHARED();
+  const bool reference = GetParam();
+  auto e = load("yolov5n.onnx", reference);
+  ASSERT_TRUE(e);
+  const Tensor bus = to_model_input(read_npy((shared_dir() / "reference/bus_input_rgb_u8.npy").string()).value());
+  const Tensor want = read_npy((shared_dir() / "reference/bus_output.npy").string()).value();
+  const Tensor got = run_one(*e, bus);
+  ASSERT_TRUE(got.defined());
+  const double err = relative_l2(got, want);
+  RecordProperty("relative_l2", std::to_string(err));
+  EXPECT_LT(err, 1e-5) << (reference ? "reference kernels" : "fast kernels");
+}
+
+TEST_P(YoloAccuracyTest, FixedBatchExportMatchesAtBatchOneAndAfterRebatchingToFour) {
+  REQUIRE_SHARED();
+  const bool reference = GetParam();
+  const Tensor bus = to_model_input(read_npy((shared_dir() / "reference/bus_input_rgb_u8.npy").string()).value());
+  const Tensor zidane =
+      to_model_input(read_npy((shared_dir() / "reference/zidane_input_rgb_u8.npy").string()).value());
+  const Tensor want_bus = read_npy((shared_dir() / "reference/bus_output.npy").string()).value();
+
+  auto fixed = load("yolov5n-b1-op12.onnx", reference);
+  ASSERT_TRUE(fixed);
+  EXPECT_LT(relative_l2(run_one(*fixed, bus), want_bus), 1e-5);
+  const Tensor zidane_one = run_one(*fixed, zidane);
+  // A fixed-batch engine refuses a batch of 4 with a clear error.
+  EXPECT_EQ(fixed->run({{"images", stack({bus, zidane})}}).status().code(),
+            StatusCode::kInvalidArgument);
+
+  auto dynamic = load("yolov5n-b1-op12.onnx", reference, /*dynamic_batch=*/true);
+  ASSERT_TRUE(dynamic);
+  const Tensor out = run_one(*dynamic, stack({bus, zidane, zidane, bus}));
+  ASSERT_EQ(out.shape(), (Shape{4, 25200, 85}));
+  EXPECT_LT(relative_l2(slice_batch(out, 0), want_bus), 1e-5);
+  EXPECT_LT(relative_l2(slice_batch(out, 3), want_bus), 1e-5);
+  // No image's result leaks into another's: the zidane rows equal zidane's batch-1 result.
+  EXPECT_LT(relative_l2(slice_batch(out, 1), zidane_one), 1e-6);
+  EXPECT_LT(relative_l2(slice_batch(out, 2), zidane_one), 1e-6);
+}
+
+INSTANTIATE_TEST_SUITE_P(Kernels, YoloAccuracyTest, ::testing::Values(true, false),
+                         [](const auto& info) { return info.param ? "Reference" : "Fast"; });
+
+TEST(Float16ModelTest, YoloV5sWithFloat16WeightsRunsAtAnyBatch) {
+  REQUIRE_SHARED();
+  auto e = load("yolov5s-randw-fp16.onnx", /*reference=*/false);
+  ASSERT_TRUE(e);
+  const Tensor bus = to_model_input(read_npy((shared_dir() / "reference/bus_input_rgb_u8.npy").string()).value());
+  Tensor half = Tensor::allocate(DType::kFloat16, Shape{2, 3, 640, 640}).value();
+  const Tensor two = stack({bus, bus});
+  for (int64_t i = 0; i < two.num_elements(); ++i) half.data<Half>()[i] = Half(two.data<float>()[i]);
+  const Tensor out = run_one(*e, half);
+  ASSERT_EQ(out.shape(), (Shape{2, 25200, 85}));
+  EXPECT_EQ(out.dtype(), DType::kFloat16);
+  // Random weights: the values mean nothing, but the two identical images agree exactly.
+  EXPECT_EQ(std::memcmp(slice_batch(out, 0).raw_data(), slice_batch(out, 1).raw_data(),
+                        out.nbytes() / 2),
+            0);
+}
+
+}  // namespace
+}  // namespace kestrel
