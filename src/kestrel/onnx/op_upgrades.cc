@@ -89,6 +89,8 @@ Status upgrade_operators(ir::Graph& g) {
       attribute_to_input(g, n, "split", 1);
     } else if (opset < 13 && (op == "Softmax" || op == "LogSoftmax" || op == "Hardmax")) {
       upgrade_legacy_softmax(g, n);
+    } else if (opset < 13 && op == "ReduceSum") {
+      attribute_to_input(g, n, "axes", 1);
     } else if (opset < 18 && kReduceWithAxesInput18.count(op)) {
       attribute_to_input(g, n, "axes", 1);
     } else if (op == "BatchNormalization" && n->attrs().has("spatial")) {
