@@ -9,7 +9,10 @@
 namespace kestrel::runtime::cpu {
 namespace {
 
-using RangeTypes = TypeList<int16_t, int32_t, int64_t, float, double>;
+// ONNX allows int16..int64, float and double; float16 and bfloat16 are accepted too, because
+// exporters that convert a whole model to half precision produce them (yolov5s exported with
+// --half has a float16 Range building its grid).
+using RangeTypes = TypeList<int16_t, int32_t, int64_t, float, double, Half, BFloat16>;
 
 template <typename T>
 void copy_values(const std::vector<T>& from, Tensor& out) {
