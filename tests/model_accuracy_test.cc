@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "kestrel/base/npy.h"
+#include "kestrel/engine/builder.h"
 #include "kestrel/engine/engine.h"
 #include "kestrel/engine/node_runner.h"
 #include "kestrel/onnx/importer.h"
@@ -142,8 +143,33 @@ TEST_P(YoloAccuracyTest, FixedBatchExportMatchesAtBatchOneAndAfterRebatchingToFo
   EXPECT_LT(relative_l2(slice_batch(out, 2), zidane_one), 1e-6);
 }
 
+TEST_P(YoloAccuracyTest, OptimizedEngineMatchesTooAtBatchTwo) {
+  REQUIRE_SHARED();
+  StatusOr<std::unique_ptr<ir::Graph>> g =
+      onnx::import_model_file((shared_dir() / "models" / "yolov5n.onnx").string());
+  ASSERT_TRUE(g.ok()) << g.status();
+  engine::BuildOptions options;
+  options.engine = {.backend = "cpu", .cpu_reference_only = GetParam()};
+  options.max_batch = 4;
+  engine::BuildReport report;
+  StatusOr<std::unique_ptr<engine::Engine>> e =
+      engine::build_engine(std::move(g).value(), options, &report);
+  ASSERT_TRUE(e.ok()) << e.status();
+  // The fusions happened: no Sigmoid/Mul pairs left after the convolutions.
+  int fused = 0;
+  for (const ir::Node* n : (*e)->graph().nodes()) fused += n->op_type() == "FusedConv";
+  EXPECT_EQ(fused, 57) << report.to_string();
+  const Tensor bus =
+      to_model_input(read_npy((shared_dir() / "reference/bus_input_rgb_u8.npy").string()).value());
+  const Tensor want = read_npy((shared_dir() / "reference/bus_output.npy").string()).value();
+  const Tensor out = run_one(**e, stack({bus, bus}));
+  ASSERT_EQ(out.shape(), (Shape{2, 25200, 85}));
+  EXPECT_LT(relative_l2(slice_batch(out, 0), want), 1e-5);
+  EXPECT_LT(relative_l2(slice_batch(out, 1), want), 1e-5);
+}
+
 INSTANTIATE_TEST_SUITE_P(Kernels, YoloAccuracyTest, ::testing::Values(true, false),
-                         [](const auto& info) { return info.param ? "Reference" : "Fast"; });
+                         [](const ::testing::TestParamInfo<bool>& p) { return p.param ? "Reference" : "Fast"; });
 
 TEST(Float16ModelTest, YoloV5sWithFloat16WeightsRunsAtAnyBatch) {
   REQUIRE_SHARED();

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <ostream>
 #include <span>
 #include <string>
 #include <vector>
@@ -42,6 +43,8 @@ class Shape {
  private:
   std::vector<int64_t> dims_;
 };
+
+inline std::ostream& operator<<(std::ostream& os, const Shape& s) { return os << s.to_string(); }
 
 // Element count of `dims`, or INVALID_ARGUMENT when a dimension is negative or the product does not
 // fit in int64. Every shape taken from untrusted input passes through here before anything is

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   app.parse_complete_callback([&] { kestrel::set_log_verbosity(quiet ? 0 : 1 + verbose); });
   kestrel::cli::add_inspect_command(app);
   kestrel::cli::add_run_command(app);
+  kestrel::cli::add_perf_command(app);
   CLI11_PARSE(app, argc, argv);
   return 0;
 }

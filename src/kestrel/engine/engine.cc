@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <optional>
 #include <set>
+#include <tuple>
 
 #include <fmt/format.h>
 
 #include "kestrel/engine/backends.h"
 #include "kestrel/engine/node_runner.h"
+#include "kestrel/ir/op_schema.h"
 #include "kestrel/ir/shape_inference.h"
 #include "kestrel/ir/verifier.h"
 
@@ -15,8 +17,12 @@ namespace kestrel::engine {
 
 struct Engine::Step {
   const ir::Node* node = nullptr;
-  runtime::Backend* backend = nullptr;
-  std::unique_ptr<runtime::Kernel> kernel;
+  const ir::OpSchema* schema = nullptr;
+  // Deferred steps follow a data-dependent size: their element types are only known at run time,
+  // so their kernel is created by the first run, under lazy_mutex_ (hence `mutable`).
+  bool deferred = false;
+  mutable runtime::Backend* backend = nullptr;
+  mutable std::unique_ptr<runtime::Kernel> kernel;
   std::vector<std::optional<size_t>> inputs;  // slots; nullopt for omitted inputs
   std::vector<size_t> outputs;
   std::vector<size_t> release;  // slots whose last use is this step
@@ -54,6 +60,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<ir::Graph> grap
   for (const ir::Node* node : graph->nodes()) {
     Step step;
     step.node = node;
+    step.schema = ir::find_op_schema(node->op_type());
     std::vector<DType> in_types, out_types;
     for (const ir::Value* in : node->inputs()) {
       step.inputs.push_back(in ? std::optional(engine->slot_of_[in]) : std::nullopt);
@@ -64,19 +71,20 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<ir::Graph> grap
       step.outputs.push_back(engine->slot_of_[out]);
       out_types.push_back(types.at(out).dtype);
     }
-    const runtime::KernelDef def = make_kernel_def(*node, in_types, out_types);
-    Status first_error;
-    for (const auto& backend : engine->backends_) {
-      StatusOr<std::unique_ptr<runtime::Kernel>> kernel = backend->create_kernel(def);
-      if (kernel.ok()) {
-        step.kernel = std::move(kernel).value();
-        step.backend = backend.get();
-        break;
-      }
-      if (kernel.status().code() != StatusCode::kUnimplemented) return kernel.status();
-      if (first_error.ok()) first_error = kernel.status();
+    const bool types_known =
+        std::none_of(out_types.begin(), out_types.end(),
+                     [](DType d) { return d == DType::kUndefined; }) &&
+        std::all_of(node->inputs().begin(), node->inputs().end(), [&](const ir::Value* in) {
+          return in == nullptr || types.at(in).dtype != DType::kUndefined;
+        });
+    if (!types_known) {
+      step.deferred = true;
+      engine->steps_.push_back(std::move(step));
+      continue;
     }
-    if (!step.kernel) return first_error;
+    KS_ASSIGN_OR_RETURN(std::tie(step.backend, step.kernel),
+                        engine->create_kernel(make_kernel_def(*node, in_types, out_types)));
+    KS_RETURN_IF_ERROR(engine->upload_constants(step));
     engine->steps_.push_back(std::move(step));
   }
   std::set<size_t> keep(engine->output_slots_.begin(), engine->output_slots_.end());
@@ -89,9 +97,61 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<ir::Graph> grap
   return engine;
 }
 
+Status Engine::bind_lazily(const Step& step, const std::vector<Tensor>& slots) const {
+  const ir::Node& node = *step.node;
+  std::vector<DType> in_types(node.num_inputs(), DType::kUndefined);
+  std::vector<Shape> shapes(node.num_inputs());
+  std::vector<const Tensor*> values(node.num_inputs(), nullptr);
+  for (size_t i = 0; i < node.num_inputs(); ++i) {
+    if (!step.inputs[i]) continue;
+    const Tensor& t = slots[*step.inputs[i]];
+    in_types[i] = t.dtype();
+    shapes[i] = t.shape();
+    if (t.is_cpu()) values[i] = &t;
+  }
+  KS_ASSIGN_OR_RETURN(std::vector<ir::InferredValue> outs,
+                      ir::infer_node(node, in_types, shapes, values));
+  std::vector<DType> out_types;
+  for (const auto& o : outs) out_types.push_back(o.dtype);
+  KS_ASSIGN_OR_RETURN(std::tie(step.backend, step.kernel),
+                      create_kernel(make_kernel_def(node, in_types, out_types)));
+  return Status();
+}
+
+StatusOr<std::pair<runtime::Backend*, std::unique_ptr<runtime::Kernel>>> Engine::create_kernel(
+    const runtime::KernelDef& def) const {
+  Status first_error;
+  for (const auto& backend : backends_) {
+    StatusOr<std::unique_ptr<runtime::Kernel>> kernel = backend->create_kernel(def);
+    if (kernel.ok()) return std::pair{backend.get(), std::move(kernel).value()};
+    if (kernel.status().code() != StatusCode::kUnimplemented) return kernel.status();
+    if (first_error.ok()) first_error = kernel.status();
+  }
+  return first_error;
+}
+
+Status Engine::upload_constants(const Step& step) {
+  // Constants a device kernel reads are copied to its device once, here, not at every run.
+  const ir::Node* node = step.node;
+  for (size_t i = 0; i < node->num_inputs(); ++i) {
+    const ir::Value* in = node->input(i);
+    if (!in || !in->has_constant() || step.backend->device().is_cpu() ||
+        step.schema->is_value_input(i)) {
+      continue;
+    }
+    const size_t slot = slot_of_.at(in);
+    if (device_constants_.count(slot)) continue;
+    KS_ASSIGN_OR_RETURN(Tensor copy, step.backend->allocate(in->dtype(), in->constant().shape()));
+    KS_RETURN_IF_ERROR(step.backend->copy(in->constant(), copy));
+    device_constants_[slot] = std::move(copy);
+  }
+  return Status();
+}
+
 std::string Engine::backend_summary() const {
   std::map<std::string_view, size_t> counts;
-  for (const Step& s : steps_) ++counts[s.backend->name()];
+  std::lock_guard<std::mutex> lock(lazy_mutex_);
+  for (const Step& s : steps_) ++counts[s.backend ? s.backend->name() : "deferred"];
   if (counts.size() <= 1) return backends_.empty() ? "none" : std::string(backends_[0]->name());
   std::string out;
   for (const auto& backend : backends_) {
@@ -102,7 +162,25 @@ std::string Engine::backend_summary() const {
   return out;
 }
 
-StatusOr<std::vector<Tensor>> Engine::run(const std::map<std::string, Tensor>& inputs) const {
+Device Engine::device() const { return backends_[0]->device(); }
+
+StatusOr<Tensor> Engine::to_device(const Tensor& host) const {
+  KS_ASSIGN_OR_RETURN(Tensor t, backends_[0]->allocate(host.dtype(), host.shape()));
+  KS_RETURN_IF_ERROR(backends_[0]->copy(host, t));
+  return t;
+}
+
+StatusOr<Tensor> Engine::to_host(const Tensor& t) const {
+  if (t.is_cpu()) return t;
+  KS_ASSIGN_OR_RETURN(Tensor host, Tensor::allocate(t.dtype(), t.shape()));
+  KS_RETURN_IF_ERROR(backends_[0]->copy(t, host));
+  return host;
+}
+
+Status Engine::synchronize() const { return backends_[0]->synchronize(); }
+
+StatusOr<std::vector<Tensor>> Engine::run(const std::map<std::string, Tensor>& inputs,
+                                          const RunOptions& options) const {
   std::vector<Tensor> slots = slot_template_;
   std::map<std::string, int64_t> bindings;
   for (const auto& [name, tensor] : inputs) {
@@ -145,17 +223,31 @@ StatusOr<std::vector<Tensor>> Engine::run(const std::map<std::string, Tensor>& i
   }
 
   for (const Step& step : steps_) {
+    std::unique_lock<std::mutex> lazy;
+    if (step.deferred) {
+      // Element types are known only now: the first run creates the kernel for every later run.
+      lazy = std::unique_lock<std::mutex>(lazy_mutex_);
+      if (step.kernel == nullptr) KS_RETURN_IF_ERROR(bind_lazily(step, slots));
+    }
     std::vector<Tensor> ins(step.inputs.size());
     for (size_t i = 0; i < ins.size(); ++i) {
       if (!step.inputs[i]) continue;
-      const Tensor& t = slots[*step.inputs[i]];
-      if (t.device() == step.backend->device()) {
+      const size_t slot = *step.inputs[i];
+      const Tensor& t = slots[slot];
+      // Value inputs (their contents decide shapes) are read on the host, on every backend.
+      const Device want =
+          step.schema->is_value_input(i) ? Device::cpu() : step.backend->device();
+      if (t.device() == want) {
         ins[i] = t;
+      } else if (auto c = device_constants_.find(slot); c != device_constants_.end() &&
+                                                          c->second.device() == want) {
+        ins[i] = c->second;
       } else {
-        // A tensor crossing backends: copy it to where this step runs.
-        KS_ASSIGN_OR_RETURN(ins[i], step.backend->allocate(t.dtype(), t.shape()));
-        runtime::Backend* owner = t.is_cpu() ? step.backend : backends_[0].get();
-        KS_RETURN_IF_ERROR(owner->copy(t, ins[i]));
+        // A tensor crossing devices: copy it to where this step reads it. The device backend
+        // (first in the list) does every copy that involves its device.
+        runtime::Backend* target = want.is_cpu() ? backends_.back().get() : step.backend;
+        KS_ASSIGN_OR_RETURN(ins[i], target->allocate(t.dtype(), t.shape()));
+        KS_RETURN_IF_ERROR(backends_[0]->copy(t, ins[i]));
       }
     }
     KS_ASSIGN_OR_RETURN(std::vector<Tensor> outs,
@@ -167,12 +259,11 @@ StatusOr<std::vector<Tensor>> Engine::run(const std::map<std::string, Tensor>& i
   std::vector<Tensor> results;
   for (size_t slot : output_slots_) {
     const Tensor& t = slots[slot];
-    if (t.is_cpu()) {
+    if (options.outputs_on_device) {
       results.push_back(t);
       continue;
     }
-    KS_ASSIGN_OR_RETURN(Tensor host, Tensor::allocate(t.dtype(), t.shape()));
-    KS_RETURN_IF_ERROR(backends_[0]->copy(t, host));
+    KS_ASSIGN_OR_RETURN(Tensor host, to_host(t));
     results.push_back(std::move(host));
   }
   return results;

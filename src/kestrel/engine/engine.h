@@ -16,6 +16,7 @@
 
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -51,14 +52,38 @@ class Engine {
   // "cpu", or "cuda (57 nodes), cpu (3 nodes)" when nodes fell back to the CPU.
   std::string backend_summary() const;
 
-  // Runs the graph once. `inputs` must hold every graph input by name; shapes must match the
-  // declared ones, with symbolic dimensions bound consistently. Outputs come back in graph-output
-  // order, in host memory.
-  StatusOr<std::vector<Tensor>> run(const std::map<std::string, Tensor>& inputs) const;
+  struct RunOptions {
+    // Leave the outputs where they were computed (e.g. on the GPU) instead of copying them to the
+    // host; the run then returns without waiting for the device.
+    bool outputs_on_device = false;
+  };
+
+  // Runs the graph once. `inputs` must hold every graph input by name, in host memory or on the
+  // engine's device; shapes must match the declared ones, with symbolic dimensions bound
+  // consistently. Outputs come back in graph-output order, in host memory unless asked otherwise.
+  StatusOr<std::vector<Tensor>> run(const std::map<std::string, Tensor>& inputs) const {
+    return run(inputs, RunOptions{});
+  }
+  StatusOr<std::vector<Tensor>> run(const std::map<std::string, Tensor>& inputs,
+                                    const RunOptions& options) const;
+
+  // The engine's primary device ("cuda" or "cpu"), and copies to it and back.
+  Device device() const;
+  StatusOr<Tensor> to_device(const Tensor& host) const;
+  StatusOr<Tensor> to_host(const Tensor& t) const;
+  // Waits until everything queued on the device is done.
+  Status synchronize() const;
 
  private:
   struct Step;
   Engine();
+  // The kernel of the first backend that has one for `def`.
+  StatusOr<std::pair<runtime::Backend*, std::unique_ptr<runtime::Kernel>>> create_kernel(
+      const runtime::KernelDef& def) const;
+  // Copies the constants a device step reads to its device (at creation only).
+  Status upload_constants(const Step& step);
+  // Creates a deferred step's kernel from the run's actual input types. REQUIRES: lazy_mutex_.
+  Status bind_lazily(const Step& step, const std::vector<Tensor>& slots) const;
 
   std::unique_ptr<ir::Graph> graph_;
   std::vector<std::unique_ptr<runtime::Backend>> backends_;
@@ -67,6 +92,9 @@ class Engine {
   // Slot of every value; constants pre-filled in slot_template_.
   std::map<const ir::Value*, size_t> slot_of_;
   std::vector<Tensor> slot_template_;
+  // Device copies of the constants that device kernels read, by slot.
+  std::map<size_t, Tensor> device_constants_;
+  mutable std::mutex lazy_mutex_;
   std::vector<size_t> input_slots_, output_slots_;
 };
 

@@ -161,12 +161,29 @@ Status Graph::sort_topologically() {
 void Graph::replace_all_uses(Value* from, Value* to) {
   const std::vector<Use> uses = from->uses_;
   for (const Use& u : uses) u.node->set_input(u.index, to);
+  replace_output(from, to);
+}
+
+void Graph::replace_output(Value* from, Value* to) {
+  bool was_output = false;
   for (Value*& out : outputs_) {
     if (out == from) {
       from->is_graph_output_ = false;
       to->is_graph_output_ = true;
       out = to;
+      was_output = true;
     }
+  }
+  if (was_output && !to->is_graph_input_) {
+    // Swap names so that the output is still called what the model calls it.
+    const std::string public_name = from->name_;
+    const std::string old_name = to->name_;
+    by_name_.erase(public_name);
+    by_name_.erase(old_name);
+    from->name_ = unique_name(public_name + "_replaced");
+    to->name_ = public_name;
+    by_name_[to->name_] = to;
+    by_name_[from->name_] = from;
   }
 }
 

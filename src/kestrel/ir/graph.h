@@ -143,8 +143,11 @@ class Graph {
   // a node on the cycle when there is one. Stable: keeps the existing order where it can.
   Status sort_topologically();
 
-  // Replaces `from` by `to` in every use and in the graph outputs.
+  // Replaces `from` by `to` in every use and in the graph outputs. A graph output keeps its name:
+  // `to` takes over `from`'s name (clients address outputs by name), `from` gets a fresh one.
   void replace_all_uses(Value* from, Value* to);
+  // Makes `to` the graph output that `from` was (uses are untouched); `to` takes `from`'s name.
+  void replace_output(Value* from, Value* to);
   // Replaces a value's data with a constant (used when folding); the producer is detached.
   void make_constant(Value* v, Tensor value);
   // REQUIRES: none of the node's outputs is used or a graph output.

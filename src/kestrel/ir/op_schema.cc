@@ -34,6 +34,11 @@ bool OpSchema::is_value_input(size_t i) const {
          value_inputs.end();
 }
 
+bool OpSchema::is_shape_only_input(size_t i) const {
+  return std::find(shape_only_inputs.begin(), shape_only_inputs.end(), static_cast<int>(i)) !=
+         shape_only_inputs.end();
+}
+
 namespace {
 
 std::vector<OpSchema> build_registry() {

@@ -102,11 +102,15 @@ struct OpSchema {
   int max_outputs = 1;
   std::vector<AttrSpec> attributes;
   std::vector<int> value_inputs;
+  // Inputs whose contents the operator never reads, only their shape (Shape, Size): constant
+  // propagation can evaluate the node as soon as their shapes are known.
+  std::vector<int> shape_only_inputs;
   InferFn infer = nullptr;
   // Null: counted as one operation per output element.
   FlopsFn flops = nullptr;
 
   bool is_value_input(size_t i) const;
+  bool is_shape_only_input(size_t i) const;
 };
 
 // Null when Kestrel does not know the operator.

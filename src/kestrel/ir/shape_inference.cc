@@ -117,7 +117,7 @@ Status infer_step(const Node& node, InferredTypes& types, const InferenceOptions
     shapes[i] = Shape(iv.dims);
     if (iv.value) {
       values[i] = &*iv.value;
-    } else {
+    } else if (!schema->is_shape_only_input(i)) {
       all_values_known = false;
       if (schema->is_value_input(i)) inferable = false;
     }
@@ -137,7 +137,12 @@ Status infer_step(const Node& node, InferredTypes& types, const InferenceOptions
   if (fold) {
     std::vector<Tensor> inputs(n);
     for (size_t i = 0; i < n; ++i) {
-      if (values[i]) inputs[i] = *values[i];
+      if (values[i]) {
+        inputs[i] = *values[i];
+      } else if (dtypes[i] != DType::kUndefined) {
+        // A shape-only input: its shape without data is all the kernel reads.
+        inputs[i] = Tensor::wrap(dtypes[i], shapes[i], nullptr, nullptr);
+      }
     }
     KS_ASSIGN_OR_RETURN(std::vector<Tensor> results, options.evaluator->evaluate(node, inputs));
     for (size_t i = 0; i < outs.size() && i < results.size(); ++i) {

@@ -42,8 +42,10 @@ class KernelContext {
  public:
   using Allocator = std::function<StatusOr<Tensor>(DType, const Shape&)>;
 
-  KernelContext(std::span<const Tensor> inputs, std::span<Tensor> outputs, Allocator allocate)
-      : inputs_(inputs), outputs_(outputs), allocate_(std::move(allocate)) {}
+  // `stream` is the backend's queue for this run (a cudaStream_t for CUDA; null on the CPU).
+  KernelContext(std::span<const Tensor> inputs, std::span<Tensor> outputs, Allocator allocate,
+                void* stream = nullptr)
+      : inputs_(inputs), outputs_(outputs), allocate_(std::move(allocate)), stream_(stream) {}
 
   size_t num_inputs() const { return inputs_.size(); }
   bool has_input(size_t i) const { return i < inputs_.size() && inputs_[i].defined(); }
@@ -52,11 +54,13 @@ class KernelContext {
   Tensor& output(size_t i) { return outputs_[i]; }
   // For an output whose shape only the kernel knows.
   Status allocate_output(size_t i, DType dtype, const Shape& shape);
+  void* stream() const { return stream_; }
 
  private:
   std::span<const Tensor> inputs_;
   std::span<Tensor> outputs_;
   Allocator allocate_;
+  void* stream_;
 };
 
 class Kernel {

@@ -251,6 +251,25 @@ Status conv_rule(InferContext& ctx) {
   return Status();
 }
 
+// Kestrel's FusedConv (produced by optimize/fuse_conv_activation.h): Conv's rule, plus an
+// optional residual input Z of the output's shape and type, and a known activation.
+Status fused_conv_rule(InferContext& ctx) {
+  KS_RETURN_IF_ERROR(conv_rule(ctx));
+  static const std::set<std::string, std::less<>> kActivations = {
+      "", "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Clip", "Silu"};
+  const std::string activation = ctx.attrs().get_string("activation", "");
+  if (!kActivations.count(activation)) return ctx.error("unknown activation '{}'", activation);
+  if (ctx.has_input(3)) {
+    KS_RETURN_IF_ERROR(require_same_dtype(ctx, 0, 3));
+    const Shape y(ctx.outputs()[0].dims);
+    if (ctx.input_shape(3) != y) {
+      return ctx.error("residual input has shape {}, expected the output's {}",
+                       ctx.input_shape(3), y);
+    }
+  }
+  return Status();
+}
+
 // Each output element is a dot product over C/group channels and the kernel window.
 int64_t conv_flops(const InferContext& ctx) {
   const Shape& w = ctx.input_shape(1);
@@ -672,6 +691,12 @@ std::vector<OpSchema> nn_op_schemas() {
   };
   std::vector<OpSchema> s;
   s.push_back(schema("Conv", 2, 3, conv_rule, with({{"group", A::kInt}}), conv_flops));
+  s.push_back(schema("FusedConv", 2, 4, fused_conv_rule,
+                     with({{"group", A::kInt},
+                           {"activation", A::kString},
+                           {"activation_alpha", A::kFloat},
+                           {"activation_beta", A::kFloat}}),
+                     conv_flops));
   s.push_back(
       schema("ConvTranspose", 2, 3, conv_transpose_rule,
              with({{"group", A::kInt}, {"output_padding", A::kInts}, {"output_shape", A::kInts}}),

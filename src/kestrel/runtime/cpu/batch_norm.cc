@@ -11,22 +11,6 @@
 namespace kestrel::runtime::cpu {
 namespace {
 
-// Rounds a double to T exactly once. For the 16-bit floats the intermediate float is rounded to
-// odd, which makes its final round-to-nearest-even equal to rounding the double directly.
-template <typename T>
-T round_to(double v) {
-  if constexpr (std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>) {
-    float f = static_cast<float>(v);
-    if (std::isfinite(v) && static_cast<double>(f) != v) {
-      if (std::abs(static_cast<double>(f)) > std::abs(v)) f = std::nextafter(f, 0.0f);
-      f = std::bit_cast<float>(std::bit_cast<uint32_t>(f) | 1u);
-    }
-    return T(f);
-  } else {
-    return static_cast<T>(v);
-  }
-}
-
 StatusOr<std::unique_ptr<Kernel>> create_batch_norm(const KernelDef& def) {
   for (size_t i = 0; i < 5; ++i) {
     if (!dtype_in<FloatTypes>(def.input_dtypes[i])) {

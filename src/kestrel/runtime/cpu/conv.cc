@@ -18,26 +18,11 @@
 #include <vector>
 
 #include "kestrel/runtime/cpu/kernel_registry.h"
+#include "kestrel/runtime/activation.h"
 #include "kestrel/runtime/cpu/kernel_util.h"
 
 namespace kestrel::runtime::cpu {
 namespace {
-
-// Rounds a double to T exactly once. For the 16-bit floats the intermediate float is rounded to
-// odd, which makes its final round-to-nearest-even equal to rounding the double directly.
-template <typename T>
-T round_to(double v) {
-  if constexpr (std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>) {
-    float f = static_cast<float>(v);
-    if (std::isfinite(v) && static_cast<double>(f) != v) {
-      if (std::abs(static_cast<double>(f)) > std::abs(v)) f = std::nextafter(f, 0.0f);
-      f = std::bit_cast<float>(std::bit_cast<uint32_t>(f) | 1u);
-    }
-    return T(f);
-  } else {
-    return static_cast<T>(v);
-  }
-}
 
 template <typename T>
 double to_double(T v) {
@@ -98,8 +83,10 @@ Axes conv_axes(const Attributes& attrs, const Shape& x, const Shape& w, const Sh
   return axes;
 }
 
+// Conv, and FusedConv when `epilogue` is given: y = activation(conv(x, w) + b) + z, computed in
+// double and rounded once.
 template <typename T>
-Status conv(const Attributes& attrs, KernelContext& ctx) {
+Status conv(const Attributes& attrs, KernelContext& ctx, const ActivationSpec& activation = {}) {
   const Tensor& x = ctx.input(0);
   const Tensor& w = ctx.input(1);
   Tensor& y = ctx.output(0);
@@ -120,6 +107,7 @@ Status conv(const Attributes& attrs, KernelContext& ctx) {
   std::vector<double> row(static_cast<size_t>(width));
   const T* in = x.data<T>();
   T* out = y.data<T>();
+  const T* residual = ctx.has_input(3) ? ctx.input(3).data<T>() : nullptr;
 
   for (int64_t b = 0; b < batch; ++b) {
     for (int64_t g = 0; g < group; ++g) {
@@ -168,8 +156,13 @@ Status conv(const Attributes& attrs, KernelContext& ctx) {
               const double* pr = patch.data() + r * width;
               for (int64_t ow = 0; ow < width; ++ow) row[ow] += wv * pr[ow];
             }
-            T* dst = out + (b * out_channels + oc) * out_plane + (od * ax[1].out + oh) * width;
-            for (int64_t ow = 0; ow < width; ++ow) dst[ow] = round_to<T>(row[ow]);
+            const int64_t at = (b * out_channels + oc) * out_plane + (od * ax[1].out + oh) * width;
+            T* dst = out + at;
+            for (int64_t ow = 0; ow < width; ++ow) {
+              double v = apply_activation(activation, row[ow]);
+              if (residual) v += to_double(residual[at + ow]);
+              dst[ow] = round_to<T>(v);
+            }
           }
         }
       }
@@ -278,10 +271,27 @@ StatusOr<std::unique_ptr<Kernel>> create(const KernelDef& def) {
   });
 }
 
+// Kestrel's FusedConv: the reference convolution with the activation and residual applied to the
+// double accumulator.
+StatusOr<std::unique_ptr<Kernel>> create_fused(const KernelDef& def) {
+  if (!dtype_in<FloatTypes>(def.input_dtypes[0])) {
+    return unimplemented("{}: no CPU kernel for {}", def.describe(), def.input_dtypes[0]);
+  }
+  KS_ASSIGN_OR_RETURN(const ActivationSpec activation, parse_activation(def.attrs));
+  return make_kernel([attrs = def.attrs, activation](KernelContext& ctx) -> Status {
+    if (ctx.input(0).rank() < 3 || ctx.input(0).rank() > 5) {
+      return unimplemented("{} spatial axes are not supported", ctx.input(0).rank() - 2);
+    }
+    return dispatch_dtype<FloatTypes>(ctx.input(0).dtype(), [&]<typename T>(TypeTag<T>) {
+      return conv<T>(attrs, ctx, activation);
+    });
+  });
+}
+
 }  // namespace
 
 std::vector<KernelEntry> conv_kernels() {
-  return {{"Conv", create<false>}, {"ConvTranspose", create<true>}};
+  return {{"Conv", create<false>}, {"ConvTranspose", create<true>}, {"FusedConv", create_fused}};
 }
 
 }  // namespace kestrel::runtime::cpu

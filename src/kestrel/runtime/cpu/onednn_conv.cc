@@ -41,6 +41,7 @@
 #include <vector>
 
 #include "kestrel/base/logging.h"
+#include "kestrel/runtime/activation.h"
 #include "kestrel/runtime/cpu/kernel_registry.h"
 #include "kestrel/runtime/cpu/kernel_util.h"
 
@@ -185,6 +186,7 @@ struct ConvAttrs {
   size_t axes = 0;                                // spatial axes, 1 to 3
   std::vector<int64_t> kernel_shape;              // empty when absent
   std::vector<int64_t> strides, dilations, pads;  // filled with the defaults
+  ActivationSpec activation;                      // FusedConv: applied as a oneDNN post-op
 };
 
 // Everything a primitive depends on, for one pair of input and weight shapes.
@@ -272,6 +274,9 @@ struct Plan {
   std::shared_ptr<const memory> packed_weights;              // constant weights, in `weights`
   memory::desc scratchpad;
 };
+
+dnnl::post_ops activation_post_ops(const ActivationSpec& a);
+void add_residual(const Tensor& z, float* acc, int64_t n);
 
 class OneDnnConv final : public Kernel {
  public:
@@ -403,6 +408,12 @@ class OneDnnConv final : public Kernel {
     if (plan->dst_out) plan->dst_out->execute(stream, dst, user_dst);
     stream.wait();
 
+    // FusedConv's residual input, added after the activation (oneDNN's sum post-op would need it
+    // in the primitive's own layout).
+    if (ctx.has_input(3)) {
+      float* acc = widened ? reinterpret_cast<float*>(base + dst_f32_at) : y.data<float>();
+      add_residual(ctx.input(3), acc, y.num_elements());
+    }
     if (widened) {
       narrow(dtype_, reinterpret_cast<const float*>(base + dst_f32_at), y.raw_data(),
              y.num_elements());
@@ -453,6 +464,7 @@ class OneDnnConv final : public Kernel {
     dnnl::primitive_attr attr;
     attr.set_fpmath_mode(dnnl::fpmath_mode::strict);
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    attr.set_post_ops(activation_post_ops(attrs_.activation));
     using Pd = dnnl::convolution_forward::primitive_desc;
     // The primitive reading src and writing dst in the given formats.
     const auto make_pd = [&](Tag src_tag, Tag dst_tag) {
@@ -542,9 +554,47 @@ class OneDnnConv final : public Kernel {
 
 // The attributes, or UNIMPLEMENTED for values this kernel leaves to the reference (which also
 // reports the invalid ones precisely).
+// FusedConv's activation as oneDNN eltwise post-ops (computed in f32 by oneDNN).
+dnnl::post_ops activation_post_ops(const ActivationSpec& a) {
+  dnnl::post_ops ops;
+  using Alg = dnnl::algorithm;
+  switch (a.kind) {
+    case Activation::kNone: break;
+    case Activation::kRelu: ops.append_eltwise(1.f, Alg::eltwise_relu, 0.f, 0.f); break;
+    case Activation::kLeakyRelu: ops.append_eltwise(1.f, Alg::eltwise_relu, a.alpha, 0.f); break;
+    case Activation::kSigmoid: ops.append_eltwise(1.f, Alg::eltwise_logistic, 0.f, 0.f); break;
+    case Activation::kHardSigmoid:  // max(0, min(1, alpha x + beta))
+      ops.append_eltwise(1.f, Alg::eltwise_linear, a.alpha, a.beta);
+      ops.append_eltwise(1.f, Alg::eltwise_clip_v2, 0.f, 1.f);
+      break;
+    case Activation::kHardSwish: ops.append_eltwise(1.f, Alg::eltwise_hardswish, 0.f, 0.f); break;
+    case Activation::kClip: ops.append_eltwise(1.f, Alg::eltwise_clip_v2, a.alpha, a.beta); break;
+    case Activation::kSilu: ops.append_eltwise(1.f, Alg::eltwise_swish, 1.f, 0.f); break;
+  }
+  return ops;
+}
+
+// acc[i] += z[i], z of the kernel's element type.
+void add_residual(const Tensor& z, float* acc, int64_t n) {
+  if (z.dtype() == DType::kFloat32) {
+    const float* p = z.data<float>();
+    for (int64_t i = 0; i < n; ++i) acc[i] += p[i];
+  } else if (z.dtype() == DType::kFloat16) {
+    const Half* p = z.data<Half>();
+    for (int64_t i = 0; i < n; ++i) acc[i] += static_cast<float>(p[i]);
+  } else {
+    const BFloat16* p = z.data<BFloat16>();
+    for (int64_t i = 0; i < n; ++i) acc[i] += static_cast<float>(p[i]);
+  }
+}
+
 StatusOr<ConvAttrs> parse_attrs(const KernelDef& def) {
   const Attributes& attrs = def.attrs;
   ConvAttrs a;
+  KS_ASSIGN_OR_RETURN(a.activation, parse_activation(attrs));
+  if (a.activation.kind == Activation::kClip && a.activation.alpha > a.activation.beta) {
+    return unimplemented("{}: Clip with min > max is left to the reference", def.describe());
+  }
   const std::string auto_pad = attrs.get_string("auto_pad", "NOTSET");
   using AutoPad = ConvAttrs::AutoPad;
   const std::map<std::string, AutoPad, std::less<>> auto_pads = {
@@ -622,7 +672,8 @@ StatusOr<std::unique_ptr<Kernel>> create_conv(const KernelDef& def) {
 }  // namespace
 
 std::vector<KernelEntry> onednn_kernels() {
-  return {KernelEntry{"Conv", create_conv, /*reference=*/false}};
+  return {KernelEntry{"Conv", create_conv, /*reference=*/false},
+          KernelEntry{"FusedConv", create_conv, /*reference=*/false}};
 }
 
 }  // namespace kestrel::runtime::cpu

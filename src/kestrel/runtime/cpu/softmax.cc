@@ -13,22 +13,6 @@
 namespace kestrel::runtime::cpu {
 namespace {
 
-// Rounds a double to T exactly once. For the 16-bit floats the intermediate float is rounded to
-// odd, which makes its final round-to-nearest-even equal to rounding the double directly.
-template <typename T>
-T round_to(double v) {
-  if constexpr (std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>) {
-    float f = static_cast<float>(v);
-    if (std::isfinite(v) && static_cast<double>(f) != v) {
-      if (std::abs(static_cast<double>(f)) > std::abs(v)) f = std::nextafter(f, 0.0f);
-      f = std::bit_cast<float>(std::bit_cast<uint32_t>(f) | 1u);
-    }
-    return T(f);
-  } else {
-    return static_cast<T>(v);
-  }
-}
-
 enum class Op { kSoftmax, kLogSoftmax, kHardmax };
 
 template <typename T, Op kOp>

@@ -1,9 +1,27 @@
 #include "kestrel/runtime/cuda/cuda_backend.h"
 
+#include <cstdint>
+#include <mutex>
+
 #include "kestrel/runtime/cuda/cuda_check.h"
+#include "kestrel/runtime/cuda/cuda_kernels.h"
 
 namespace kestrel::runtime {
 namespace {
+
+using cuda::KernelEntry;
+
+const std::vector<KernelEntry>& kernel_table() {
+  static const std::vector<KernelEntry> table = [] {
+    std::vector<KernelEntry> all;
+    for (auto family : {cuda::elementwise_kernels, cuda::movement_kernels, cuda::pool_kernels,
+                        cuda::resize_kernels, cuda::conv_kernels}) {
+      for (const KernelEntry& e : family()) all.push_back(e);
+    }
+    return all;
+  }();
+  return table;
+}
 
 class CudaBackend final : public Backend {
  public:
@@ -13,19 +31,29 @@ class CudaBackend final : public Backend {
   Device device() const override { return Device::cuda(device_); }
 
   StatusOr<std::unique_ptr<Kernel>> create_kernel(const KernelDef& def) override {
-    return unimplemented("the CUDA backend has no kernel for {} yet", def.describe());
+    Status last = unimplemented("the CUDA backend has no kernel for {}", def.describe());
+    for (const KernelEntry& e : kernel_table()) {
+      if (e.op_type != def.op_type) continue;
+      KS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+      StatusOr<std::unique_ptr<Kernel>> k = e.create(def);
+      if (k.ok() || k.status().code() != StatusCode::kUnimplemented) return k;
+      last = k.status();
+    }
+    return last;
   }
 
+  // Stream-ordered allocations from the device's memory pool: no device-wide synchronization, and
+  // freed blocks are reused by later runs.
   StatusOr<Tensor> allocate(DType dtype, const Shape& shape) override {
     KS_ASSIGN_OR_RETURN(int64_t n, checked_num_elements(shape.dims()));
     const size_t bytes = static_cast<size_t>(n) * dtype_size(dtype);
     KS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
     void* p = nullptr;
-    KS_CUDA_RETURN_IF_ERROR(cudaMalloc(&p, bytes == 0 ? 1 : bytes));
+    KS_CUDA_RETURN_IF_ERROR(cudaMallocAsync(&p, bytes == 0 ? 1 : bytes, cudaStreamPerThread));
     const int device = device_;
     std::shared_ptr<void> storage(p, [device](void* q) {
       cudaSetDevice(device);
-      cudaFree(q);
+      cudaFreeAsync(q, cudaStreamPerThread);
     });
     return Tensor::wrap(dtype, shape, std::move(storage), p, Device::cuda(device_));
   }
@@ -36,14 +64,15 @@ class CudaBackend final : public Backend {
                               dst.shape());
     }
     KS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
-    KS_CUDA_RETURN_IF_ERROR(
-        cudaMemcpy(dst.raw_data(), src.raw_data(), src.nbytes(), cudaMemcpyDefault));
+    KS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), src.nbytes(),
+                                            cudaMemcpyDefault, cudaStreamPerThread));
+    KS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(cudaStreamPerThread));
     return Status();
   }
 
   Status synchronize() override {
     KS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
-    KS_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+    KS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(cudaStreamPerThread));
     return Status();
   }
 
@@ -70,6 +99,11 @@ StatusOr<std::unique_ptr<Backend>> create_cuda_backend(int device_index) {
   }
   KS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_index));
   KS_CUDA_RETURN_IF_ERROR(cudaFree(nullptr));  // Creates the context now, not on first use.
+  // Keep freed memory in the pool instead of returning it to the driver at each synchronization.
+  cudaMemPool_t pool;
+  KS_CUDA_RETURN_IF_ERROR(cudaDeviceGetDefaultMemPool(&pool, device_index));
+  uint64_t keep = UINT64_MAX;
+  KS_CUDA_RETURN_IF_ERROR(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
   return std::unique_ptr<Backend>(std::make_unique<CudaBackend>(device_index));
 }
 

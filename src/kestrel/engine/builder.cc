@@ -1,0 +1,41 @@
+#include "kestrel/engine/builder.h"
+
+#include <fmt/format.h>
+
+#include "kestrel/engine/node_runner.h"
+#include "kestrel/ir/shape_inference.h"
+#include "kestrel/optimize/convert_precision.h"
+
+namespace kestrel::engine {
+
+std::string BuildReport::to_string() const {
+  std::string s = optimizer.to_string();
+  if (converted_to_float16 > 0) s += fmt::format(", {} constants to float16", converted_to_float16);
+  return s;
+}
+
+StatusOr<std::unique_ptr<Engine>> build_engine(std::unique_ptr<ir::Graph> graph,
+                                               const BuildOptions& options, BuildReport* report) {
+  BuildReport local;
+  BuildReport& r = report ? *report : local;
+  if (options.precision != "fp32" && options.precision != "fp16") {
+    return invalid_argument("precision must be fp32 or fp16, not '{}'", options.precision);
+  }
+  std::unique_ptr<ir::NodeEvaluator> evaluator = make_cpu_evaluator();
+  KS_RETURN_IF_ERROR(graph->sort_topologically());
+  if (options.optimize) {
+    optimize::OptimizeOptions o;
+    o.max_batch = options.max_batch;
+    KS_ASSIGN_OR_RETURN(r.optimizer, optimize::optimize_graph(*graph, *evaluator, o));
+  } else {
+    KS_RETURN_IF_ERROR(ir::annotate_symbolic_shapes(*graph, evaluator.get()));
+  }
+  if (options.precision == "fp16") {
+    KS_ASSIGN_OR_RETURN(r.converted_to_float16,
+                        optimize::convert_to_float16(*graph, {options.keep_float32}));
+    KS_RETURN_IF_ERROR(ir::annotate_symbolic_shapes(*graph, evaluator.get()));
+  }
+  return Engine::create(std::move(graph), options.engine);
+}
+
+}  // namespace kestrel::engine

@@ -1,0 +1,39 @@
+// Building an engine from an imported graph: optimize, choose the precision, bind the kernels.
+//
+//   KS_ASSIGN_OR_RETURN(auto graph, onnx::import_model_file(path));
+//   KS_ASSIGN_OR_RETURN(auto engine, build_engine(std::move(graph), {.precision = "fp16"}));
+#pragma once
+
+#include <memory>
+#include <set>
+#include <string>
+
+#include "kestrel/engine/engine.h"
+#include "kestrel/optimize/optimizer.h"
+
+namespace kestrel::engine {
+
+struct BuildOptions {
+  EngineOptions engine;
+  // "fp32" or "fp16" (float16 storage, float32 accumulation, float32 inputs and outputs).
+  std::string precision = "fp32";
+  // Layers (node names) kept in float32 under "fp16".
+  std::set<std::string> keep_float32;
+  // Batches 1..max_batch are accepted; constant folding is exact over that range.
+  int64_t max_batch = 32;
+  // Off: run the imported graph as it is (for debugging the optimizer).
+  bool optimize = true;
+};
+
+struct BuildReport {
+  optimize::OptimizeReport optimizer;
+  int converted_to_float16 = 0;
+  std::string to_string() const;
+};
+
+// Returns the engine; `report`, when given, receives what the optimizer did.
+StatusOr<std::unique_ptr<Engine>> build_engine(std::unique_ptr<ir::Graph> graph,
+                                               const BuildOptions& options,
+                                               BuildReport* report = nullptr);
+
+}  // namespace kestrel::engine

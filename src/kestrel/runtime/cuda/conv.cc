@@ -1,0 +1,244 @@
+// Conv and FusedConv on the GPU: cuDNN computes the convolution, conv_epilogue.cu applies bias,
+// activation and residual in one pass.
+//
+// The fastest cuDNN algorithm is measured (cudnnFindConvolutionForwardAlgorithmEx) the first time a
+// kernel sees an input shape, and remembered for that shape. Constant weights and bias are copied
+// to the device once, when the kernel is created, and shared by every run. float32 runs in full
+// FP32 (TF32 only when the node asks for it with the `kestrel_tf32` attribute); float16 accumulates
+// in FP32 on the tensor cores.
+#include <cudnn.h>
+
+#include <map>
+#include <mutex>
+
+#include "kestrel/runtime/cuda/cuda_kernels.h"
+#include "kestrel/runtime/cuda/cudnn_check.h"
+
+namespace kestrel::runtime::cuda {
+namespace {
+
+// FusedConv's `activation` attribute ("" for none); UNIMPLEMENTED for an unknown name.
+StatusOr<Activation> parse_activation(const std::string& name) {
+  if (name.empty()) return Activation::kNone;
+  if (name == "Relu") return Activation::kRelu;
+  if (name == "LeakyRelu") return Activation::kLeakyRelu;
+  if (name == "Sigmoid") return Activation::kSigmoid;
+  if (name == "HardSigmoid") return Activation::kHardSigmoid;
+  if (name == "HardSwish") return Activation::kHardSwish;
+  if (name == "Clip") return Activation::kClip;
+  if (name == "Silu") return Activation::kSilu;
+  return unimplemented("activation '{}' has no CUDA epilogue", name);
+}
+
+// Largest workspace an algorithm may ask for.
+constexpr size_t kMaxWorkspace = size_t{256} << 20;
+
+// A host tensor copied to the device (synchronously: this runs once, at kernel creation).
+StatusOr<Tensor> upload(const Tensor& host) {
+  void* p = nullptr;
+  KS_CUDA_RETURN_IF_ERROR(cudaMalloc(&p, host.nbytes() == 0 ? 1 : host.nbytes()));
+  std::shared_ptr<void> storage(p, [](void* q) { cudaFree(q); });
+  KS_CUDA_RETURN_IF_ERROR(cudaMemcpy(p, host.raw_data(), host.nbytes(), cudaMemcpyHostToDevice));
+  int device = 0;
+  KS_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  return Tensor::wrap(host.dtype(), host.shape(), std::move(storage), p, Device::cuda(device));
+}
+
+// Descriptors and the chosen algorithm for one input shape.
+struct ConvPlan {
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv = nullptr;
+  cudnnConvolutionFwdAlgo_t algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
+  size_t workspace = 0;
+
+  ~ConvPlan() {
+    if (x) cudnnDestroyTensorDescriptor(x);
+    if (y) cudnnDestroyTensorDescriptor(y);
+    if (w) cudnnDestroyFilterDescriptor(w);
+    if (conv) cudnnDestroyConvolutionDescriptor(conv);
+  }
+};
+
+class CudnnConv final : public Kernel {
+ public:
+  static StatusOr<std::unique_ptr<Kernel>> create(const KernelDef& def) {
+    const DType dtype = def.input_dtypes[0];
+    if (dtype != DType::kFloat32 && dtype != DType::kFloat16) {
+      return unimplemented("{}: no CUDA convolution for {}", def.describe(), dtype);
+    }
+    auto k = std::unique_ptr<CudnnConv>(new CudnnConv());
+    k->dtype_ = dtype;
+    k->group_ = def.attrs.get_int("group", 1);
+    k->strides_ = def.attrs.get_ints("strides", {});
+    k->dilations_ = def.attrs.get_ints("dilations", {});
+    k->pads_ = def.attrs.get_ints("pads", {});
+    k->tf32_ = def.attrs.get_int("kestrel_tf32", 0) != 0;
+    const std::string auto_pad = def.attrs.get_string("auto_pad", "NOTSET");
+    if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+      k->same_padding_ = true;
+    } else if (auto_pad != "NOTSET" && auto_pad != "VALID") {
+      return unimplemented("{}: auto_pad {}", def.describe(), auto_pad);
+    }
+    if (auto_pad == "VALID") k->pads_.clear();
+    const size_t spatial = k->pads_.size() / 2;
+    for (size_t i = 0; i < spatial; ++i) {
+      if (k->pads_[i] != k->pads_[i + spatial]) {
+        return unimplemented("{}: cuDNN needs symmetric padding", def.describe());
+      }
+    }
+    KS_ASSIGN_OR_RETURN(k->type_, float_type(def, dtype));
+    KS_ASSIGN_OR_RETURN(k->activation_, parse_activation(def.attrs.get_string("activation", "")));
+    k->alpha_ = def.attrs.get_float("activation_alpha", 0.f);
+    k->beta_ = def.attrs.get_float("activation_beta", 0.f);
+    if (def.constant_inputs.size() > 1 && def.constant_inputs[1].defined()) {
+      KS_ASSIGN_OR_RETURN(k->weights_, upload(def.constant_inputs[1]));
+    }
+    if (def.constant_inputs.size() > 2 && def.constant_inputs[2].defined()) {
+      KS_ASSIGN_OR_RETURN(k->bias_, upload(def.constant_inputs[2]));
+    }
+    return std::unique_ptr<Kernel>(std::move(k));
+  }
+
+  Status run(KernelContext& ctx) override {
+    const Tensor& x = ctx.input(0);
+    const Tensor& w = weights_.defined() ? weights_ : ctx.input(1);
+    const Tensor* bias = bias_.defined() ? &bias_ : (ctx.has_input(2) ? &ctx.input(2) : nullptr);
+    const Tensor* residual = ctx.has_input(3) ? &ctx.input(3) : nullptr;
+    Tensor& y = ctx.output(0);
+    if (x.rank() != 4 && x.rank() != 3) return unimplemented("CUDA convolution is 1-D or 2-D");
+    cudaStream_t stream = stream_of(ctx);
+    KS_ASSIGN_OR_RETURN(cudnnHandle_t handle, thread_cudnn_handle());
+    KS_CUDNN_RETURN_IF_ERROR(cudnnSetStream(handle, stream));
+    KS_ASSIGN_OR_RETURN(const ConvPlan* plan, plan_for(handle, x, w, y, stream));
+
+    void* workspace = nullptr;
+    if (plan->workspace > 0) {
+      KS_CUDA_RETURN_IF_ERROR(cudaMallocAsync(&workspace, plan->workspace, stream));
+    }
+    const float one = 1.f, zero = 0.f;
+    const cudnnStatus_t status = cudnnConvolutionForward(
+        handle, &one, plan->x, x.raw_data(), plan->w, w.raw_data(), plan->conv, plan->algo,
+        workspace, plan->workspace, &zero, plan->y, y.raw_data());
+    if (workspace) KS_CUDA_RETURN_IF_ERROR(cudaFreeAsync(workspace, stream));
+    KS_CUDNN_RETURN_IF_ERROR(status);
+    if (bias || residual || activation_ != Activation::kNone) {
+      const int64_t channels = y.shape()[1];
+      const int64_t plane = y.shape().num_elements(2, y.rank());
+      KS_RETURN_IF_ERROR(check_launch(
+          "conv epilogue",
+          launch_conv_epilogue(type_, y.raw_data(), bias ? bias->raw_data() : nullptr,
+                               residual ? residual->raw_data() : nullptr, y.num_elements(),
+                               channels, plane, activation_, alpha_, beta_, stream)));
+    }
+    return Status();
+  }
+
+ private:
+  CudnnConv() = default;
+
+  // The plan for x's shape: built (and the fastest algorithm measured) on first use.
+  StatusOr<const ConvPlan*> plan_for(cudnnHandle_t handle, const Tensor& x, const Tensor& w,
+                                     Tensor& y, cudaStream_t stream) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::vector<int64_t> key = x.shape().vec();
+    key.insert(key.end(), w.shape().begin(), w.shape().end());
+    auto it = plans_.find(key);
+    if (it != plans_.end()) return it->second.get();
+    auto plan = std::make_unique<ConvPlan>();
+    const cudnnDataType_t type = dtype_ == DType::kFloat16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
+    // 1-D convolutions run as 2-D ones with height 1.
+    const bool one_d = x.rank() == 3;
+    auto dims4 = [&](const Shape& s) {
+      return one_d ? std::vector<int>{static_cast<int>(s[0]), static_cast<int>(s[1]), 1,
+                                      static_cast<int>(s[2])}
+                   : std::vector<int>{static_cast<int>(s[0]), static_cast<int>(s[1]),
+                                      static_cast<int>(s[2]), static_cast<int>(s[3])};
+    };
+    const std::vector<int> xd = dims4(x.shape()), wd = dims4(w.shape()), yd = dims4(y.shape());
+    auto param = [&](const std::vector<int64_t>& v, size_t i, int fallback) {
+      if (one_d) return i == 0 ? fallback : (v.empty() ? fallback : static_cast<int>(v[0]));
+      return v.size() > i ? static_cast<int>(v[i]) : fallback;
+    };
+    int pad_h = param(pads_, 0, 0), pad_w = param(pads_, 1, 0);
+    if (same_padding_) {
+      // Symmetric SAME padding; asymmetric cases cannot be expressed and are refused.
+      const int sh = param(strides_, 0, 1), sw = param(strides_, 1, 1);
+      const int dh = param(dilations_, 0, 1), dw = param(dilations_, 1, 1);
+      const int th = std::max(0, (yd[2] - 1) * sh + (wd[2] - 1) * dh + 1 - xd[2]);
+      const int tw = std::max(0, (yd[3] - 1) * sw + (wd[3] - 1) * dw + 1 - xd[3]);
+      if (th % 2 || tw % 2) return unimplemented("asymmetric SAME padding on the GPU");
+      pad_h = th / 2;
+      pad_w = tw / 2;
+    }
+    KS_CUDNN_RETURN_IF_ERROR(cudnnCreateTensorDescriptor(&plan->x));
+    KS_CUDNN_RETURN_IF_ERROR(cudnnCreateTensorDescriptor(&plan->y));
+    KS_CUDNN_RETURN_IF_ERROR(cudnnCreateFilterDescriptor(&plan->w));
+    KS_CUDNN_RETURN_IF_ERROR(cudnnCreateConvolutionDescriptor(&plan->conv));
+    KS_CUDNN_RETURN_IF_ERROR(cudnnSetTensor4dDescriptor(plan->x, CUDNN_TENSOR_NCHW, type, xd[0],
+                                                        xd[1], xd[2], xd[3]));
+    KS_CUDNN_RETURN_IF_ERROR(cudnnSetTensor4dDescriptor(plan->y, CUDNN_TENSOR_NCHW, type, yd[0],
+                                                        yd[1], yd[2], yd[3]));
+    KS_CUDNN_RETURN_IF_ERROR(cudnnSetFilter4dDescriptor(plan->w, type, CUDNN_TENSOR_NCHW, wd[0],
+                                                        wd[1], wd[2], wd[3]));
+    KS_CUDNN_RETURN_IF_ERROR(cudnnSetConvolution2dDescriptor(
+        plan->conv, pad_h, pad_w, param(strides_, 0, 1), param(strides_, 1, 1),
+        param(dilations_, 0, 1), param(dilations_, 1, 1), CUDNN_CROSS_CORRELATION,
+        CUDNN_DATA_FLOAT));
+    KS_CUDNN_RETURN_IF_ERROR(cudnnSetConvolutionGroupCount(plan->conv, static_cast<int>(group_)));
+    const cudnnMathType_t math = dtype_ == DType::kFloat16 ? CUDNN_TENSOR_OP_MATH
+                                 : tf32_                   ? CUDNN_DEFAULT_MATH
+                                                           : CUDNN_FMA_MATH;
+    KS_CUDNN_RETURN_IF_ERROR(cudnnSetConvolutionMathType(plan->conv, math));
+
+    // Measure the candidates on this shape (the output buffer serves as scratch).
+    void* workspace = nullptr;
+    size_t workspace_size = kMaxWorkspace;
+    if (cudaMallocAsync(&workspace, workspace_size, stream) != cudaSuccess) {
+      (void)cudaGetLastError();
+      workspace = nullptr;
+      workspace_size = 0;
+    }
+    KS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    int returned = 0;
+    const cudnnStatus_t found = cudnnFindConvolutionForwardAlgorithmEx(
+        handle, plan->x, x.raw_data(), plan->w, w.raw_data(), plan->conv, plan->y, y.raw_data(),
+        CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf, workspace, workspace_size);
+    if (workspace) KS_CUDA_RETURN_IF_ERROR(cudaFreeAsync(workspace, stream));
+    KS_CUDNN_RETURN_IF_ERROR(found);
+    bool chosen = false;
+    for (int i = 0; i < returned && !chosen; ++i) {
+      if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
+      // FP32 must stay FP32: skip algorithms that would use tensor-op math when it is not asked for.
+      if (dtype_ == DType::kFloat32 && !tf32_ && perf[i].mathType == CUDNN_TENSOR_OP_MATH) continue;
+      plan->algo = perf[i].algo;
+      plan->workspace = perf[i].memory;
+      chosen = true;
+    }
+    if (!chosen) return internal_error("cuDNN found no usable convolution algorithm");
+    const ConvPlan* result = plan.get();
+    plans_[key] = std::move(plan);
+    return result;
+  }
+
+  DType dtype_ = DType::kFloat32;
+  FloatType type_ = FloatType::kFloat32;
+  int64_t group_ = 1;
+  std::vector<int64_t> strides_, dilations_, pads_;
+  bool same_padding_ = false;
+  bool tf32_ = false;
+  Activation activation_ = Activation::kNone;
+  float alpha_ = 0, beta_ = 0;
+  Tensor weights_, bias_;
+  std::mutex mutex_;
+  std::map<std::vector<int64_t>, std::unique_ptr<ConvPlan>> plans_;
+};
+
+}  // namespace
+
+std::vector<KernelEntry> conv_kernels() {
+  return {{"Conv", CudnnConv::create}, {"FusedConv", CudnnConv::create}};
+}
+
+}  // namespace kestrel::runtime::cuda
