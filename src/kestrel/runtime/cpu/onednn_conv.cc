@@ -25,6 +25,8 @@
 //
 // Anything this file does not handle makes the factory return UNIMPLEMENTED, so the reference
 // kernel in conv.cc runs instead.
+#ifdef KESTREL_WITH_ONEDNN
+
 #include <immintrin.h>
 
 #include <algorithm>
@@ -677,3 +679,13 @@ std::vector<KernelEntry> onednn_kernels() {
 }
 
 }  // namespace kestrel::runtime::cpu
+
+#else  // Built without oneDNN (KESTREL_ONEDNN=OFF): the reference kernels serve every Conv.
+
+#include "kestrel/runtime/cpu/kernel_registry.h"
+
+namespace kestrel::runtime::cpu {
+std::vector<KernelEntry> onednn_kernels() { return {}; }
+}  // namespace kestrel::runtime::cpu
+
+#endif  // KESTREL_WITH_ONEDNN

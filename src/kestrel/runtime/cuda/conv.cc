@@ -214,6 +214,9 @@ class CudnnConv final : public Kernel {
       if (dtype_ == DType::kFloat32 && !tf32_ && perf[i].mathType == CUDNN_TENSOR_OP_MATH) continue;
       plan->algo = perf[i].algo;
       plan->workspace = perf[i].memory;
+      // The algorithm was measured with this math type; it must run with it too (cuDNN answers
+      // BAD_PARAM otherwise, seen with float16 at batch 32).
+      KS_CUDNN_RETURN_IF_ERROR(cudnnSetConvolutionMathType(plan->conv, perf[i].mathType));
       chosen = true;
     }
     if (!chosen) return internal_error("cuDNN found no usable convolution algorithm");

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Every GPU test and benchmark, in one go, on the GPU machine; a short table last.
+# Runs from the bundle that scripts/gpu-bundle.sh makes; writes full logs to $OUT (or ./out).
+#   .dev/bundle/gpu-check.sh [quick]
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out=${OUT:-$here/out}
+mkdir -p "$out"
+export KESTREL_SHARED=$here/shared
+run() { "$here/run" "$@"; }
+{
+  echo "== device"; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+  date -u +%Y-%m-%dT%H:%M:%SZ
+} 2>&1 | tee "$out/device.txt"
+echo "== GPU tests"
+run gpu_tests 2>&1 | tee "$out/gpu_tests.txt" | grep -E "^\[  (PASSED|FAILED)|Failure|relative L2|runs on|SKIPPED|error" | head -60
+echo "== op harness timings"
+run gpu_tests --perf --gtest_filter='*CudaOps*' > "$out/ops_perf.txt" 2>&1
+grep -E "^(Conv|MaxPool|Resize|Transpose|Concat|Add |Mul |Sigmoid)" "$out/ops_perf.txt" | head -40
+[ "${1:-}" = quick ] && exit 0
+echo "== engine throughput (model forward, input on the GPU)"
+for spec in "yolov5n.onnx fp32" "yolov5n.onnx fp16" "yolov5s-randw-fp16.onnx fp32"; do
+  set -- $spec
+  flag=""; [ "$2" = fp16 ] && flag=--fp16
+  echo "-- $1 $2"
+  run kestrel perf "$here/shared/models/$1" --backend cuda $flag --batch 1,8,32,64 -n 50 \
+    2>&1 | tee "$out/perf_${1%.onnx}_$2.txt" | tail -6
+done
