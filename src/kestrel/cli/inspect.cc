@@ -105,14 +105,33 @@ Status inspect(const std::string& path) {
   return all_supported ? shapes : unimplemented("the model uses operators Kestrel does not support");
 }
 
+// Every operator Kestrel knows, and which backends have a kernel for it.
+Status list_operators() {
+  const std::vector<std::string_view> cpu_ops = runtime::cpu_supported_ops();
+  size_t count = 0;
+  for (const ir::OpSchema& s : ir::all_op_schemas()) {
+    const bool cpu = std::binary_search(cpu_ops.begin(), cpu_ops.end(), s.op_type);
+    fmt::print("{:<24} {}\n", s.op_type, cpu ? "cpu" : "-");
+    ++count;
+  }
+  fmt::print("{} operators\n", count);
+  return Status();
+}
+
 }  // namespace
 
 void add_inspect_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("inspect", "Show a model's inputs, outputs, operators, parameters "
                                             "and FLOPs, and whether Kestrel supports it");
   auto path = std::make_shared<std::string>();
-  cmd->add_option("model", *path, "ONNX model file")->required();
-  cmd->callback([path] { exit_on_error(inspect(*path)); });
+  auto operators = std::make_shared<bool>(false);
+  cmd->add_option("model", *path, "ONNX model file");
+  cmd->add_flag("--operators", *operators, "List the operators Kestrel supports instead");
+  cmd->callback([path, operators] {
+    if (*operators) return exit_on_error(list_operators());
+    if (path->empty()) exit_on_error(invalid_argument("give a model file, or --operators"));
+    exit_on_error(inspect(*path));
+  });
 }
 
 }  // namespace kestrel::cli
