@@ -56,6 +56,15 @@ Tensor Tensor::wrap(DType dtype, Shape shape, std::shared_ptr<void> storage, voi
   return t;
 }
 
+Tensor Tensor::view(DType dtype, Shape shape, size_t byte_offset) const {
+  Tensor t = *this;
+  t.dtype_ = dtype;
+  t.shape_ = std::move(shape);
+  t.data_ = static_cast<std::byte*>(data_) + byte_offset;
+  assert(byte_offset + t.nbytes() <= nbytes());
+  return t;
+}
+
 Tensor Tensor::reshaped(Shape shape) const {
   assert(shape.num_elements() == num_elements());
   Tensor t = *this;

@@ -99,6 +99,9 @@ class Tensor {
     return {static_cast<const std::byte*>(data_), nbytes()};
   }
 
+  // A tensor of `dtype` and `shape` inside this one's storage, `byte_offset` bytes in (sharing
+  // ownership). REQUIRES: it fits.
+  Tensor view(DType dtype, Shape shape, size_t byte_offset) const;
   // The same storage seen with another shape. REQUIRES: same element count.
   Tensor reshaped(Shape shape) const;
   // The same bytes seen as another element type of the same size. REQUIRES: equal dtype sizes.

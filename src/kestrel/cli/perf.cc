@@ -68,8 +68,9 @@ Status perf(const PerfOptions& o) {
                       engine::build_engine(std::move(graph), build, &report));
   fmt::print("built in {:.2f} s on {}: {}\n", ms_since(build_start) / 1000, e->backend_summary(),
              report.to_string());
-  fmt::print("{:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}\n", "batch", "img/s",
-             "p50 ms", "p90 ms", "p99 ms", "H2D ms", "compute", "D2H ms");
+  fmt::print("{:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>14}\n", "batch",
+             "img/s", "p50 ms", "p90 ms", "p99 ms", "H2D ms", "compute", "D2H ms",
+             "arena/naive MB");
   for (int64_t batch : o.batches) {
     std::map<std::string, Tensor> host, device;
     for (const engine::TensorInfo& info : e->inputs()) {
@@ -115,10 +116,21 @@ Status perf(const PerfOptions& o) {
       }
       d2h.push_back(ms_since(t0));
     }
-    fmt::print("{:>6} {:>10.0f} {:>10.3f} {:>10.3f} {:>10.3f} {:>10.3f} {:>10.3f} {:>10.3f}\n",
+    // Activation memory of one execution context: the planned arena against one buffer per tensor.
+    std::string memory = "-";
+    std::map<std::string, int64_t> bindings;
+    for (const engine::TensorInfo& info : e->inputs()) {
+      for (const ir::SymDim& d : info.type.shape.dims()) {
+        if (d.is_symbolic()) bindings[d.symbol_name()] = batch;
+      }
+    }
+    if (StatusOr<engine::Engine::MemoryReport> m = e->memory_report(bindings); m.ok()) {
+      memory = fmt::format("{:.1f}/{:.1f}", m->arena_bytes / 1e6, m->naive_bytes / 1e6);
+    }
+    fmt::print("{:>6} {:>10.0f} {:>10.3f} {:>10.3f} {:>10.3f} {:>10.3f} {:>10.3f} {:>10.3f} {:>14}\n",
                batch, static_cast<double>(batch) / per_run * 1000, percentile(latency, 50),
                percentile(latency, 90), percentile(latency, 99), percentile(h2d, 50), per_run,
-               percentile(d2h, 50));
+               percentile(d2h, 50), memory);
   }
   return Status();
 }

@@ -12,6 +12,7 @@
 #include "kestrel/ir/op_schema.h"
 #include "kestrel/ir/shape_inference.h"
 #include "kestrel/ir/verifier.h"
+#include "kestrel/plan/memory_planner.h"
 
 namespace kestrel::engine {
 
@@ -28,8 +29,237 @@ struct Engine::Step {
   std::vector<size_t> release;  // slots whose last use is this step
 };
 
+// One run's worth of state for one binding of the input symbols (one batch size): every
+// intermediate in one arena planned by lifetime (plan/memory_planner.h), a stream of its own, and
+// on the GPU a CUDA graph of the whole forward pass recorded after a first, unrecorded run (which
+// is also when cuDNN measures its algorithms). A context serves one run at a time.
+class Engine::ExecutionContext {
+ public:
+  static StatusOr<std::unique_ptr<ExecutionContext>> create(
+      const Engine& engine, const std::map<std::string, int64_t>& bindings);
+
+  StatusOr<std::vector<Tensor>> run(const std::map<std::string, Tensor>& inputs,
+                                    const RunOptions& options);
+  const MemoryReport& memory() const { return memory_; }
+
+ private:
+  explicit ExecutionContext(const Engine& engine) : engine_(engine) {}
+  // Every step, queued on the stream.
+  Status execute();
+
+  const Engine& engine_;
+  runtime::Backend* backend_ = nullptr;
+  std::unique_ptr<runtime::Stream> stream_;
+  Tensor arena_;
+  // Per slot: an arena view, a constant (on the step's device), or a view a kernel returns.
+  std::vector<Tensor> slots_;
+  std::vector<bool> kernel_views_;  // slots whose tensor the producing kernel returns
+  std::unique_ptr<runtime::Recording> recording_;
+  MemoryReport memory_;
+};
+
+namespace {
+
+// Operators whose output shares its input's storage (their kernels return a view).
+bool is_view_op(const std::string& op) {
+  return op == "Reshape" || op == "Flatten" || op == "Squeeze" || op == "Unsqueeze" ||
+         op == "Identity";
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Engine::ExecutionContext>> Engine::ExecutionContext::create(
+    const Engine& e, const std::map<std::string, int64_t>& bindings) {
+  auto c = std::unique_ptr<ExecutionContext>(new ExecutionContext(e));
+  c->backend_ = e.backends_[0].get();
+  std::unique_ptr<ir::NodeEvaluator> evaluator = make_cpu_evaluator();
+  ir::InferenceOptions inference;
+  inference.symbols = bindings;
+  inference.evaluator = evaluator.get();
+  KS_ASSIGN_OR_RETURN(ir::InferredTypes types, ir::infer_types(*e.graph_, inference));
+
+  const size_t n = e.slot_template_.size();
+  std::vector<int> root(n, -1);  // buffer index of each slot
+  std::vector<plan::BufferLifetime> buffers;
+  std::vector<const ir::Value*> value_of(n, nullptr);
+  for (const auto& [v, slot] : e.slot_of_) value_of[slot] = v;
+  auto add_buffer = [&](size_t slot, int first) -> Status {
+    const ir::InferredValue& t = types.at(value_of[slot]);
+    if (!t.is_static()) return unimplemented("'{}' has a data-dependent shape", value_of[slot]->name());
+    root[slot] = static_cast<int>(buffers.size());
+    const int64_t elements = checked_num_elements(t.dims).value();
+    buffers.push_back({static_cast<size_t>(elements) * dtype_size(t.dtype), first, first});
+    return Status();
+  };
+  for (size_t slot : e.input_slots_) KS_RETURN_IF_ERROR(add_buffer(slot, -1));
+  c->kernel_views_.assign(n, false);
+  for (size_t i = 0; i < e.steps_.size(); ++i) {
+    const Step& step = e.steps_[i];
+    for (size_t k = 0; k < step.inputs.size(); ++k) {
+      if (!step.inputs[k]) continue;
+      const size_t slot = *step.inputs[k];
+      if (step.schema->is_value_input(k) && !e.slot_template_[slot].defined()) {
+        return unimplemented("{} reads shapes from a computed tensor", step.node->describe());
+      }
+      if (root[slot] >= 0) buffers[root[slot]].last = std::max(buffers[root[slot]].last, static_cast<int>(i));
+    }
+    for (size_t k = 0; k < step.outputs.size(); ++k) {
+      const size_t slot = step.outputs[k];
+      if (k == 0 && is_view_op(step.node->op_type()) && step.inputs[0]) {
+        // The kernel returns a view of its input: same buffer, which must live as long as both.
+        root[slot] = root[*step.inputs[0]];
+        c->kernel_views_[slot] = true;
+        continue;
+      }
+      KS_RETURN_IF_ERROR(add_buffer(slot, static_cast<int>(i)));
+    }
+  }
+  for (size_t slot : e.output_slots_) {
+    if (root[slot] >= 0) buffers[root[slot]].last = static_cast<int>(e.steps_.size());
+  }
+  // A view's uses keep its root alive: extend each root to its views' last uses.
+  for (size_t i = 0; i < e.steps_.size(); ++i) {
+    for (const auto& in : e.steps_[i].inputs) {
+      if (in && root[*in] >= 0) {
+        buffers[root[*in]].last = std::max(buffers[root[*in]].last, static_cast<int>(i));
+      }
+    }
+  }
+  const plan::MemoryPlan plan = plan::plan_memory(buffers);
+  c->memory_ = {plan.arena_bytes, plan.naive_bytes};
+  KS_ASSIGN_OR_RETURN(c->arena_, c->backend_->allocate(
+                                     DType::kUInt8, Shape{static_cast<int64_t>(
+                                                        std::max<size_t>(plan.arena_bytes, 1))}));
+  KS_RETURN_IF_ERROR(c->backend_->synchronize());
+  c->slots_.resize(n);
+  for (size_t slot = 0; slot < n; ++slot) {
+    if (e.slot_template_[slot].defined()) continue;  // constants: resolved per step
+    if (value_of[slot] == nullptr || !types.count(value_of[slot])) continue;
+    const ir::InferredValue& t = types.at(value_of[slot]);
+    if (c->kernel_views_[slot]) {
+      // View kernels read the shape of their (preallocated) output and return the view: give
+      // them a placeholder with the planned shape and no storage.
+      c->slots_[slot] = Tensor::wrap(t.dtype, Shape(t.dims), nullptr, nullptr,
+                                     c->backend_->device());
+    } else if (root[slot] >= 0) {
+      c->slots_[slot] = c->arena_.view(t.dtype, Shape(t.dims), plan.offsets[root[slot]]);
+    }
+  }
+  KS_ASSIGN_OR_RETURN(c->stream_, c->backend_->create_stream());
+  // The first run is not recorded: kernels measure and prepare what they need here.
+  KS_RETURN_IF_ERROR(c->execute());
+  KS_RETURN_IF_ERROR(c->stream_->synchronize());
+  if (e.options_.cuda_graphs) {
+    StatusOr<std::unique_ptr<runtime::Recording>> r =
+        c->backend_->record(*c->stream_, [&c] { return c->execute(); });
+    if (r.ok()) {
+      c->recording_ = std::move(r).value();
+    } else if (r.status().code() != StatusCode::kUnimplemented) {
+      return r.status();
+    }
+  }
+  return c;
+}
+
+Status Engine::ExecutionContext::execute() {
+  const Engine& e = engine_;
+  std::vector<Tensor> ins, outs;
+  for (const Step& step : e.steps_) {
+    ins.assign(step.inputs.size(), Tensor());
+    for (size_t k = 0; k < step.inputs.size(); ++k) {
+      if (!step.inputs[k]) continue;
+      const size_t slot = *step.inputs[k];
+      const Tensor& constant = e.slot_template_[slot];
+      if (!constant.defined()) {
+        ins[k] = slots_[slot];
+      } else if (step.schema->is_value_input(k) || backend_->device().is_cpu()) {
+        ins[k] = constant;
+      } else {
+        ins[k] = e.device_constants_.at(slot);
+      }
+    }
+    outs.assign(step.outputs.size(), Tensor());
+    for (size_t k = 0; k < step.outputs.size(); ++k) outs[k] = slots_[step.outputs[k]];
+    runtime::KernelContext ctx(
+        ins, outs,
+        [&step](DType, const Shape&) -> StatusOr<Tensor> {
+          return internal_error("{}: data-dependent output in a planned run",
+                                step.node->describe());
+        },
+        stream_->handle());
+    Status s = step.kernel->run(ctx);
+    if (!s.ok()) {
+      return s.message().starts_with(step.node->describe()) ? s
+                                                           : s.with_context(step.node->describe());
+    }
+    for (size_t k = 0; k < step.outputs.size(); ++k) {
+      if (kernel_views_[step.outputs[k]]) slots_[step.outputs[k]] = outs[k];
+    }
+  }
+  return Status();
+}
+
+StatusOr<std::vector<Tensor>> Engine::ExecutionContext::run(
+    const std::map<std::string, Tensor>& inputs, const RunOptions& options) {
+  const Engine& e = engine_;
+  for (size_t k = 0; k < e.inputs_.size(); ++k) {
+    Tensor& dst = slots_[e.input_slots_[k]];
+    KS_RETURN_IF_ERROR(backend_->copy_async(inputs.at(e.inputs_[k].name), dst, *stream_));
+  }
+  if (recording_) {
+    KS_RETURN_IF_ERROR(recording_->replay(*stream_));
+  } else {
+    KS_RETURN_IF_ERROR(execute());
+  }
+  // The arena is this context's: outputs are copied out before it serves the next run.
+  std::vector<Tensor> results;
+  for (size_t slot : e.output_slots_) {
+    const Tensor& src = e.slot_template_[slot].defined() ? e.slot_template_[slot] : slots_[slot];
+    Tensor dst;
+    if (options.outputs_on_device && !backend_->device().is_cpu()) {
+      KS_ASSIGN_OR_RETURN(dst, backend_->allocate(src.dtype(), src.shape()));
+      KS_RETURN_IF_ERROR(backend_->synchronize());  // the allocation is ordered on another stream
+    } else {
+      KS_ASSIGN_OR_RETURN(dst, Tensor::allocate(src.dtype(), src.shape()));
+    }
+    KS_RETURN_IF_ERROR(backend_->copy_async(src, dst, *stream_));
+    results.push_back(std::move(dst));
+  }
+  KS_RETURN_IF_ERROR(stream_->synchronize());
+  return results;
+}
+
 Engine::Engine() = default;
 Engine::~Engine() = default;
+
+StatusOr<std::unique_ptr<Engine::ExecutionContext>> Engine::acquire_context(
+    const std::map<std::string, int64_t>& bindings) const {
+  {
+    std::lock_guard<std::mutex> lock(contexts_mutex_);
+    auto it = idle_contexts_.find(bindings);
+    if (it != idle_contexts_.end() && !it->second.empty()) {
+      std::unique_ptr<ExecutionContext> c = std::move(it->second.back());
+      it->second.pop_back();
+      return c;
+    }
+  }
+  return ExecutionContext::create(*this, bindings);
+}
+
+void Engine::release_context(const std::map<std::string, int64_t>& bindings,
+                             std::unique_ptr<ExecutionContext> context) const {
+  std::lock_guard<std::mutex> lock(contexts_mutex_);
+  idle_contexts_[bindings].push_back(std::move(context));
+}
+
+StatusOr<Engine::MemoryReport> Engine::memory_report(
+    const std::map<std::string, int64_t>& bindings) const {
+  if (!plannable_) return failed_precondition("this engine runs node by node: nothing is planned");
+  KS_ASSIGN_OR_RETURN(std::unique_ptr<ExecutionContext> c, acquire_context(bindings));
+  const MemoryReport report = c->memory();
+  release_context(bindings, std::move(c));
+  return report;
+}
 
 StatusOr<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<ir::Graph> graph,
                                                  const EngineOptions& options) {
@@ -94,6 +324,18 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<ir::Graph> grap
     }
   }
   engine->graph_ = std::move(graph);
+  engine->options_ = options;
+  // Plannable: every step on the first backend, none deferred, and every input whose contents
+  // decide shapes a constant (fold_constants makes them so; an unoptimized export computes them).
+  engine->plannable_ = std::all_of(engine->steps_.begin(), engine->steps_.end(), [&](const Step& s) {
+    for (size_t k = 0; k < s.inputs.size(); ++k) {
+      if (s.inputs[k] && s.schema->is_value_input(k) &&
+          !engine->slot_template_[*s.inputs[k]].defined()) {
+        return false;
+      }
+    }
+    return !s.deferred && s.backend == engine->backends_[0].get();
+  });
   return engine;
 }
 
@@ -179,9 +421,8 @@ StatusOr<Tensor> Engine::to_host(const Tensor& t) const {
 
 Status Engine::synchronize() const { return backends_[0]->synchronize(); }
 
-StatusOr<std::vector<Tensor>> Engine::run(const std::map<std::string, Tensor>& inputs,
-                                          const RunOptions& options) const {
-  std::vector<Tensor> slots = slot_template_;
+StatusOr<std::map<std::string, int64_t>> Engine::bind_inputs(
+    const std::map<std::string, Tensor>& inputs) const {
   std::map<std::string, int64_t> bindings;
   for (const auto& [name, tensor] : inputs) {
     auto it = std::find_if(inputs_.begin(), inputs_.end(),
@@ -219,8 +460,21 @@ StatusOr<std::vector<Tensor>> Engine::run(const std::map<std::string, Tensor>& i
         }
       }
     }
-    slots[input_slots_[k]] = t;
   }
+  return bindings;
+}
+
+StatusOr<std::vector<Tensor>> Engine::run(const std::map<std::string, Tensor>& inputs,
+                                          const RunOptions& options) const {
+  KS_ASSIGN_OR_RETURN(auto bindings, bind_inputs(inputs));
+  if (plannable_ && options_.plan) {
+    KS_ASSIGN_OR_RETURN(std::unique_ptr<ExecutionContext> context, acquire_context(bindings));
+    StatusOr<std::vector<Tensor>> out = context->run(inputs, options);
+    release_context(bindings, std::move(context));
+    return out;
+  }
+  std::vector<Tensor> slots = slot_template_;
+  for (size_t k = 0; k < inputs_.size(); ++k) slots[input_slots_[k]] = inputs.at(inputs_[k].name);
 
   for (const Step& step : steps_) {
     std::unique_lock<std::mutex> lazy;

@@ -6,6 +6,10 @@
 //   KS_ASSIGN_OR_RETURN(auto engine, Engine::create(std::move(graph), {.backend = "cpu"}));
 //   KS_ASSIGN_OR_RETURN(std::vector<Tensor> outputs, engine->run({{"images", image}}));
 //
+// Each batch size gets execution contexts (see ExecutionContext in engine.cc): an arena planned by
+// lifetime, a stream, and on the GPU a CUDA graph recorded on first use, so a steady-state run is
+// a few copies and one graph launch. Graphs with data-dependent shapes run node by node instead.
+//
 // Engine::create() verifies the graph, assigns every node to the first backend that has a kernel
 // for it (the requested backend first, the CPU reference kernels last) and creates the kernels.
 // run() binds the inputs' symbolic dimensions (the batch) from the given tensors, computes every
@@ -33,6 +37,11 @@ struct EngineOptions {
   // CPU: use only the reference kernels (the oracle), not oneDNN.
   bool cpu_reference_only = false;
   int device_index = 0;
+  // Plan every batch size's memory once (one arena, intermediates placed by lifetime) instead of
+  // allocating per node and per run; off for graphs with data-dependent shapes.
+  bool plan = true;
+  // On the GPU, also record each batch size's forward pass as a CUDA graph and replay it.
+  bool cuda_graphs = true;
 };
 
 struct TensorInfo {
@@ -51,6 +60,13 @@ class Engine {
   const ir::Graph& graph() const { return *graph_; }
   // "cpu", or "cuda (57 nodes), cpu (3 nodes)" when nodes fell back to the CPU.
   std::string backend_summary() const;
+
+  struct MemoryReport {
+    size_t arena_bytes = 0;  // the planned arena of one context
+    size_t naive_bytes = 0;  // every intermediate in its own buffer
+  };
+  // For the given symbol bindings (e.g. {{"batch", 32}}): plans a context if none exists yet.
+  StatusOr<MemoryReport> memory_report(const std::map<std::string, int64_t>& bindings) const;
 
   struct RunOptions {
     // Leave the outputs where they were computed (e.g. on the GPU) instead of copying them to the
@@ -76,7 +92,16 @@ class Engine {
 
  private:
   struct Step;
+  class ExecutionContext;
   Engine();
+  // Checks the inputs against the declared ones and binds the symbols of their shapes.
+  StatusOr<std::map<std::string, int64_t>> bind_inputs(
+      const std::map<std::string, Tensor>& inputs) const;
+  // An idle context for `bindings`, or a new one; and giving it back.
+  StatusOr<std::unique_ptr<ExecutionContext>> acquire_context(
+      const std::map<std::string, int64_t>& bindings) const;
+  void release_context(const std::map<std::string, int64_t>& bindings,
+                       std::unique_ptr<ExecutionContext> context) const;
   // The kernel of the first backend that has one for `def`.
   StatusOr<std::pair<runtime::Backend*, std::unique_ptr<runtime::Kernel>>> create_kernel(
       const runtime::KernelDef& def) const;
@@ -95,6 +120,12 @@ class Engine {
   // Device copies of the constants that device kernels read, by slot.
   std::map<size_t, Tensor> device_constants_;
   mutable std::mutex lazy_mutex_;
+  EngineOptions options_;
+  // Every step on the first backend, no data-dependent shape: runs can be planned.
+  bool plannable_ = false;
+  mutable std::mutex contexts_mutex_;
+  mutable std::map<std::map<std::string, int64_t>, std::vector<std::unique_ptr<ExecutionContext>>>
+      idle_contexts_;
   std::vector<size_t> input_slots_, output_slots_;
 };
 

@@ -13,4 +13,24 @@ Status KernelContext::allocate_output(size_t i, DType dtype, const Shape& shape)
   return Status();
 }
 
+namespace {
+
+class ImmediateStream final : public Stream {
+ public:
+  void* handle() const override { return nullptr; }
+  Status synchronize() override { return Status(); }
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Stream>> Backend::create_stream() {
+  return std::unique_ptr<Stream>(std::make_unique<ImmediateStream>());
+}
+
+Status Backend::copy_async(const Tensor& src, Tensor& dst, Stream&) { return copy(src, dst); }
+
+StatusOr<std::unique_ptr<Recording>> Backend::record(Stream&, const std::function<Status()>&) {
+  return unimplemented("the {} backend cannot record work for replay", name());
+}
+
 }  // namespace kestrel::runtime

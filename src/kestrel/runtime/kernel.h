@@ -69,6 +69,25 @@ class Kernel {
   virtual Status run(KernelContext& ctx) = 0;
 };
 
+// A queue of work on a backend's device: a CUDA stream. The CPU runs work as it is issued, so its
+// streams are empty handles.
+class Stream {
+ public:
+  virtual ~Stream() = default;
+  // What KernelContext::stream() carries for kernels running on this stream.
+  virtual void* handle() const = 0;
+  // Waits until everything queued on this stream is done.
+  virtual Status synchronize() = 0;
+};
+
+// Kernel launches recorded once and replayed later without the host issuing them again: a CUDA
+// graph. Replays read and write the same device addresses as the recorded work did.
+class Recording {
+ public:
+  virtual ~Recording() = default;
+  virtual Status replay(Stream& stream) = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -85,6 +104,15 @@ class Backend {
   virtual Status copy(const Tensor& src, Tensor& dst) = 0;
   // Waits for all work this backend queued.
   virtual Status synchronize() = 0;
+
+  // A new queue for one execution context. Default: an empty handle (work runs at once).
+  virtual StatusOr<std::unique_ptr<Stream>> create_stream();
+  // copy(), queued on `stream`. Default: copy() (done when it returns).
+  virtual Status copy_async(const Tensor& src, Tensor& dst, Stream& stream);
+  // Records the work `work` queues on `stream` for replay. UNIMPLEMENTED where the backend cannot
+  // record (the caller then simply runs the work each time).
+  virtual StatusOr<std::unique_ptr<Recording>> record(Stream& stream,
+                                                     const std::function<Status()>& work);
 };
 
 }  // namespace kestrel::runtime

@@ -23,6 +23,38 @@ const std::vector<KernelEntry>& kernel_table() {
   return table;
 }
 
+class CudaStream final : public Stream {
+ public:
+  CudaStream(int device, cudaStream_t stream) : device_(device), stream_(stream) {}
+  ~CudaStream() override {
+    cudaSetDevice(device_);
+    cudaStreamDestroy(stream_);
+  }
+  void* handle() const override { return stream_; }
+  Status synchronize() override {
+    KS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    return Status();
+  }
+
+ private:
+  int device_;
+  cudaStream_t stream_;
+};
+
+// A captured CUDA graph, instantiated once, launched on any stream of the device.
+class CudaGraph final : public Recording {
+ public:
+  explicit CudaGraph(cudaGraphExec_t exec) : exec_(exec) {}
+  ~CudaGraph() override { cudaGraphExecDestroy(exec_); }
+  Status replay(Stream& stream) override {
+    KS_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec_, static_cast<cudaStream_t>(stream.handle())));
+    return Status();
+  }
+
+ private:
+  cudaGraphExec_t exec_;
+};
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int device) : device_(device) {}
@@ -74,6 +106,46 @@ class CudaBackend final : public Backend {
     KS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
     KS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(cudaStreamPerThread));
     return Status();
+  }
+
+  StatusOr<std::unique_ptr<Stream>> create_stream() override {
+    KS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+    cudaStream_t s = nullptr;
+    KS_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    return std::unique_ptr<Stream>(std::make_unique<CudaStream>(device_, s));
+  }
+
+  Status copy_async(const Tensor& src, Tensor& dst, Stream& stream) override {
+    if (src.dtype() != dst.dtype() || src.num_elements() != dst.num_elements()) {
+      return invalid_argument("copy between {}{} and {}{}", src.dtype(), src.shape(), dst.dtype(),
+                              dst.shape());
+    }
+    KS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), src.nbytes(),
+                                            cudaMemcpyDefault,
+                                            static_cast<cudaStream_t>(stream.handle())));
+    return Status();
+  }
+
+  StatusOr<std::unique_ptr<Recording>> record(Stream& stream,
+                                              const std::function<Status()>& work) override {
+    KS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+    auto s = static_cast<cudaStream_t>(stream.handle());
+    // Thread-local mode: other threads' work on the device is not affected by this capture.
+    KS_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    const Status status = work();
+    cudaGraph_t graph = nullptr;
+    const cudaError_t ended = cudaStreamEndCapture(s, &graph);
+    if (!status.ok()) {
+      if (graph) cudaGraphDestroy(graph);
+      (void)cudaGetLastError();
+      return status.with_context("while recording a CUDA graph");
+    }
+    KS_CUDA_RETURN_IF_ERROR(ended);
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t made = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    KS_CUDA_RETURN_IF_ERROR(made);
+    return std::unique_ptr<Recording>(std::make_unique<CudaGraph>(exec));
   }
 
  private:
