@@ -171,7 +171,8 @@ class [[nodiscard]] StatusOr {
     if (!ks_status_.ok()) return ks_status_;                       \
   } while (0)
 
-// `lhs = value of expr` (a StatusOr), or returns its error from the enclosing function.
+// `lhs = value of expr` (a StatusOr), or returns its error from the enclosing function. It expands
+// to several statements: inside an if or a loop, use braces.
 #define KS_ASSIGN_OR_RETURN(lhs, expr) \
   KS_ASSIGN_OR_RETURN_IMPL(KS_STATUS_CONCAT(ks_statusor_, __LINE__), lhs, expr)
 #define KS_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \

@@ -12,6 +12,8 @@ namespace kestrel::cli {
 void add_inspect_command(CLI::App& app);  // inspect.cc
 void add_run_command(CLI::App& app);      // run.cc
 void add_perf_command(CLI::App& app);     // perf.cc
+void add_detect_command(CLI::App& app);   // detect.cc
+void add_eval_command(CLI::App& app);     // eval.cc
 
 // Prints `status` as "error: ..." on stderr and throws CLI::RuntimeError(exit code) when not OK.
 void exit_on_error(const Status& status);

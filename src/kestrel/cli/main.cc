@@ -27,6 +27,8 @@ int main(int argc, char** argv) {
   kestrel::cli::add_inspect_command(app);
   kestrel::cli::add_run_command(app);
   kestrel::cli::add_perf_command(app);
+  kestrel::cli::add_detect_command(app);
+  kestrel::cli::add_eval_command(app);
   CLI11_PARSE(app, argc, argv);
   return 0;
 }

@@ -1,0 +1,119 @@
+// `kestrel detect MODEL IMAGES...`: detections of every image as a COCO-style JSON array.
+#include <cctype>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include <fmt/format.h>
+
+#include "kestrel/cli/commands.h"
+#include "kestrel/cli/detection_runner.h"
+#include "kestrel/vision/coco_eval.h"
+
+namespace kestrel::cli {
+namespace {
+
+struct DetectOptions {
+  DetectorSetup setup;
+  std::vector<std::string> images;
+  std::string out;  // empty: standard output
+  float conf = 0.25f;
+  float iou = 0.45f;
+  int64_t max_det = 300;
+  bool agnostic = false;
+  bool coco91 = false;
+};
+
+std::string json_string(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += fmt::format("\\u{:04x}", static_cast<unsigned char>(c));
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+// COCO's image_id: the file's stem, as a number when it is one (000000000139.jpg -> 139).
+std::string image_id(const std::string& path) {
+  const std::string stem = std::filesystem::path(path).stem().string();
+  const bool numeric = !stem.empty() && stem.size() < 19 &&
+                       std::all_of(stem.begin(), stem.end(), [](unsigned char c) {
+                         return std::isdigit(c);
+                       });
+  return numeric ? std::to_string(std::stoll(stem)) : json_string(stem);
+}
+
+Status detect(const DetectOptions& o) {
+  KS_ASSIGN_OR_RETURN(std::vector<std::string> files, collect_images(o.images));
+  KS_ASSIGN_OR_RETURN(LoadedDetector loaded, load_detector(o.setup));
+  const std::vector<std::string>& names = loaded.detector->class_names();
+  vision::DetectionOptions options;
+  options.score_threshold = o.conf;
+  options.iou_threshold = o.iou;
+  options.max_detections = o.max_det;
+  options.class_agnostic = o.agnostic;
+
+  std::ofstream file;
+  if (!o.out.empty()) {
+    file.open(o.out);
+    if (!file) return permission_denied("cannot write '{}'", o.out);
+  }
+  std::ostream& out = o.out.empty() ? std::cout : file;
+  out << "[";
+  bool first = true;
+  size_t failed = 0, detections = 0;
+  KS_RETURN_IF_ERROR(detect_files(
+      *loaded.detector, files, o.setup.batch, options, [&](const ImageResult& r) {
+        if (!r.status.ok()) {
+          std::fprintf(stderr, "\n%s: %s\n", r.path.c_str(), r.status.to_string().c_str());
+          ++failed;
+          return;
+        }
+        for (const vision::Detection& d : r.detections) {
+          const std::string name =
+              d.class_id >= 0 && static_cast<size_t>(d.class_id) < names.size() ? names[d.class_id]
+                                                                                 : "";
+          out << fmt::format(
+              "{}\n{{\"image_id\": {}, \"category_id\": {}, \"category_name\": {}, "
+              "\"bbox\": [{:.3f}, {:.3f}, {:.3f}, {:.3f}], \"score\": {:.5f}}}",
+              first ? "" : ",", image_id(r.path),
+              o.coco91 ? vision::coco80_to_coco91(d.class_id) : d.class_id, json_string(name), d.x1,
+              d.y1, d.x2 - d.x1, d.y2 - d.y1, d.score);
+          first = false;
+          ++detections;
+        }
+      }));
+  out << "\n]\n";
+  out.flush();
+  if (!out) return data_loss("error writing the results");
+  std::fprintf(stderr, "%zu detections in %zu images%s\n", detections, files.size() - failed,
+               o.out.empty() ? "" : (" -> " + o.out).c_str());
+  if (failed > 0) return invalid_argument("{} of {} images could not be read", failed, files.size());
+  return Status();
+}
+
+}  // namespace
+
+void add_detect_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("detect", "Detect objects in images; COCO-style JSON results");
+  auto o = std::make_shared<DetectOptions>();
+  cmd->add_option("model", o->setup.model, "ONNX model file (a YOLO detector)")->required();
+  cmd->add_option("images", o->images, "Image files or folders")->required();
+  cmd->add_option("-o,--out", o->out, "Write the JSON here instead of standard output");
+  cmd->add_option("--conf", o->conf, "Score threshold")->capture_default_str();
+  cmd->add_option("--iou", o->iou, "NMS IoU threshold")->capture_default_str();
+  cmd->add_option("--max-det", o->max_det, "Detections per image at most")->capture_default_str();
+  cmd->add_flag("--agnostic", o->agnostic, "Class-agnostic NMS");
+  cmd->add_flag("--coco91", o->coco91, "category_id as COCO's 1..90 ids instead of 0..79");
+  add_detector_options(cmd, o->setup);
+  cmd->callback([o] { exit_on_error(detect(*o)); });
+}
+
+}  // namespace kestrel::cli

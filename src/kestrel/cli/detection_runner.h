@@ -1,0 +1,54 @@
+// What `kestrel detect` and `kestrel eval` share: finding the images, building the detector, and
+// running them through it in batches, decoding the next batch on every core while the current one
+// is inferred.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "kestrel/base/status.h"
+#include "kestrel/engine/engine.h"
+#include "kestrel/vision/detector.h"
+
+namespace kestrel::cli {
+
+struct DetectorSetup {
+  std::string model;
+  std::string backend = "auto";
+  bool fp16 = false;
+  int batch = 8;
+};
+
+// Adds --backend, --fp16 and --batch to a subcommand.
+void add_detector_options(CLI::App* cmd, DetectorSetup& setup);
+
+// The image files named by `paths`: files as given, folders expanded to their .jpg/.jpeg/.png files
+// (sorted). NOT_FOUND for a path that does not exist; INVALID_ARGUMENT when nothing is found.
+StatusOr<std::vector<std::string>> collect_images(const std::vector<std::string>& paths);
+
+struct LoadedDetector {
+  std::unique_ptr<engine::Engine> engine;
+  std::unique_ptr<vision::Detector> detector;
+};
+StatusOr<LoadedDetector> load_detector(const DetectorSetup& setup);
+
+// One image's outcome, in input order.
+struct ImageResult {
+  std::string path;
+  int64_t width = 0, height = 0;            // of the decoded source image
+  Status status;                            // decoding or detection error
+  std::vector<vision::Detection> detections;
+};
+
+// Runs every file through the detector in batches of setup.batch; calls `on_result` once per image,
+// in order, and shows progress on stderr. Images that fail to decode are reported in their result
+// and the rest carry on. Returns an error only for failures that stop everything (the engine).
+Status detect_files(const vision::Detector& detector, const std::vector<std::string>& files,
+                    int batch, const vision::DetectionOptions& options,
+                    const std::function<void(const ImageResult&)>& on_result);
+
+}  // namespace kestrel::cli
