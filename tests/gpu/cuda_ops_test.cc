@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <tuple>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -225,6 +226,20 @@ std::vector<OpCase> all_cases() {
                                 {"dilations", s.dilations}});
     cases.push_back({"Conv " + s.name, "Conv", {s.x, s.w, Shape{s.w[0]}}, a, {1, 2}});
     cases.push_back({"Conv " + s.name + " no bias", "Conv", {s.x, s.w}, a, {1}});
+  }
+  // FusedConv: every activation, with and without a residual input.
+  const Shape fx{2, 16, 20, 20}, fw{16, 16, 3, 3};
+  const std::vector<std::tuple<std::string, float, float>> activations = {
+      {"Silu", 0.f, 0.f},        {"Relu", 0.f, 0.f},     {"LeakyRelu", 0.1f, 0.f},
+      {"Sigmoid", 0.f, 0.f},     {"HardSwish", 0.f, 0.f}, {"HardSigmoid", 0.2f, 0.5f},
+      {"Clip", -0.5f, 0.7f},     {"", 0.f, 0.f}};
+  for (const auto& [act, alpha, beta] : activations) {
+    const Attributes a = attrs({{"pads", ints{1, 1, 1, 1}}, {"activation", act},
+                                {"activation_alpha", alpha}, {"activation_beta", beta}});
+    cases.push_back({"FusedConv " + (act.empty() ? std::string("none") : act), "FusedConv",
+                     {fx, fw, Shape{16}}, a, {1, 2}});
+    cases.push_back({"FusedConv " + (act.empty() ? std::string("none") : act) + " + residual",
+                     "FusedConv", {fx, fw, Shape{16}, Shape{2, 16, 20, 20}}, a, {1, 2}});
   }
   return cases;
 }

@@ -8,6 +8,7 @@
 // in FP32 on the tensor cores.
 #include <cudnn.h>
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 
@@ -74,6 +75,7 @@ class CudnnConv final : public Kernel {
     k->dilations_ = def.attrs.get_ints("dilations", {});
     k->pads_ = def.attrs.get_ints("pads", {});
     k->tf32_ = def.attrs.get_int("kestrel_tf32", 0) != 0;
+    k->channels_last_ = def.attrs.get_int("channels_last", 0) != 0;
     const std::string auto_pad = def.attrs.get_string("auto_pad", "NOTSET");
     if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
       k->same_padding_ = true;
@@ -123,13 +125,14 @@ class CudnnConv final : public Kernel {
     if (workspace) KS_CUDA_RETURN_IF_ERROR(cudaFreeAsync(workspace, stream));
     KS_CUDNN_RETURN_IF_ERROR(status);
     if (bias || residual || activation_ != Activation::kNone) {
-      const int64_t channels = y.shape()[1];
-      const int64_t plane = y.shape().num_elements(2, y.rank());
+      const int64_t channels = channels_last_ ? y.shape()[y.rank() - 1] : y.shape()[1];
+      const int64_t plane = y.num_elements() / std::max<int64_t>(1, y.shape()[0] * channels);
       KS_RETURN_IF_ERROR(check_launch(
           "conv epilogue",
           launch_conv_epilogue(type_, y.raw_data(), bias ? bias->raw_data() : nullptr,
                                residual ? residual->raw_data() : nullptr, y.num_elements(),
-                               channels, plane, activation_, alpha_, beta_, stream)));
+                               channels, plane, channels_last_, activation_, alpha_, beta_,
+                               stream)));
     }
     return Status();
   }
@@ -147,14 +150,19 @@ class CudnnConv final : public Kernel {
     if (it != plans_.end()) return it->second.get();
     auto plan = std::make_unique<ConvPlan>();
     const cudnnDataType_t type = dtype_ == DType::kFloat16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
-    // 1-D convolutions run as 2-D ones with height 1.
+    // 1-D convolutions run as 2-D ones with height 1. Dimensions in cuDNN's (N, C, H, W) order,
+    // whatever the memory layout (channels_last: the tensors are N, H, W, C in memory).
     const bool one_d = x.rank() == 3;
     auto dims4 = [&](const Shape& s) {
-      return one_d ? std::vector<int>{static_cast<int>(s[0]), static_cast<int>(s[1]), 1,
-                                      static_cast<int>(s[2])}
-                   : std::vector<int>{static_cast<int>(s[0]), static_cast<int>(s[1]),
-                                      static_cast<int>(s[2]), static_cast<int>(s[3])};
+      auto d = [&](size_t i) { return static_cast<int>(s[i]); };
+      if (channels_last_) {
+        return one_d ? std::vector<int>{d(0), d(2), 1, d(1)}
+                     : std::vector<int>{d(0), d(3), d(1), d(2)};
+      }
+      return one_d ? std::vector<int>{d(0), d(1), 1, d(2)}
+                   : std::vector<int>{d(0), d(1), d(2), d(3)};
     };
+    const cudnnTensorFormat_t format = channels_last_ ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
     const std::vector<int> xd = dims4(x.shape()), wd = dims4(w.shape()), yd = dims4(y.shape());
     auto param = [&](const std::vector<int64_t>& v, size_t i, int fallback) {
       if (one_d) return i == 0 ? fallback : (v.empty() ? fallback : static_cast<int>(v[0]));
@@ -175,12 +183,12 @@ class CudnnConv final : public Kernel {
     KS_CUDNN_RETURN_IF_ERROR(cudnnCreateTensorDescriptor(&plan->y));
     KS_CUDNN_RETURN_IF_ERROR(cudnnCreateFilterDescriptor(&plan->w));
     KS_CUDNN_RETURN_IF_ERROR(cudnnCreateConvolutionDescriptor(&plan->conv));
-    KS_CUDNN_RETURN_IF_ERROR(cudnnSetTensor4dDescriptor(plan->x, CUDNN_TENSOR_NCHW, type, xd[0],
-                                                        xd[1], xd[2], xd[3]));
-    KS_CUDNN_RETURN_IF_ERROR(cudnnSetTensor4dDescriptor(plan->y, CUDNN_TENSOR_NCHW, type, yd[0],
-                                                        yd[1], yd[2], yd[3]));
-    KS_CUDNN_RETURN_IF_ERROR(cudnnSetFilter4dDescriptor(plan->w, type, CUDNN_TENSOR_NCHW, wd[0],
-                                                        wd[1], wd[2], wd[3]));
+    KS_CUDNN_RETURN_IF_ERROR(
+        cudnnSetTensor4dDescriptor(plan->x, format, type, xd[0], xd[1], xd[2], xd[3]));
+    KS_CUDNN_RETURN_IF_ERROR(
+        cudnnSetTensor4dDescriptor(plan->y, format, type, yd[0], yd[1], yd[2], yd[3]));
+    KS_CUDNN_RETURN_IF_ERROR(
+        cudnnSetFilter4dDescriptor(plan->w, type, format, wd[0], wd[1], wd[2], wd[3]));
     KS_CUDNN_RETURN_IF_ERROR(cudnnSetConvolution2dDescriptor(
         plan->conv, pad_h, pad_w, param(strides_, 0, 1), param(strides_, 1, 1),
         param(dilations_, 0, 1), param(dilations_, 1, 1), CUDNN_CROSS_CORRELATION,
@@ -231,6 +239,7 @@ class CudnnConv final : public Kernel {
   std::vector<int64_t> strides_, dilations_, pads_;
   bool same_padding_ = false;
   bool tf32_ = false;
+  bool channels_last_ = false;
   Activation activation_ = Activation::kNone;
   float alpha_ = 0, beta_ = 0;
   Tensor weights_, bias_;

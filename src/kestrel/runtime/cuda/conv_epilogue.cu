@@ -24,10 +24,10 @@ __device__ __forceinline__ float activate(Activation a, float x, float alpha, fl
 template <typename T>
 __global__ void epilogue(T* __restrict__ y, const T* __restrict__ bias,
                          const T* __restrict__ residual, int64_t count, int64_t channels,
-                         int64_t plane, Activation a, float alpha, float beta) {
+                         int64_t plane, bool channels_last, Activation a, float alpha, float beta) {
   for (int64_t i = grid_start(); i < count; i += grid_stride()) {
     float v = to_float(y[i]);
-    if (bias) v += to_float(bias[(i / plane) % channels]);
+    if (bias) v += to_float(bias[channels_last ? i % channels : (i / plane) % channels]);
     v = activate(a, v, alpha, beta);
     if (residual) v += to_float(residual[i]);
     y[i] = from_float<T>(v);
@@ -37,14 +37,14 @@ __global__ void epilogue(T* __restrict__ y, const T* __restrict__ bias,
 }  // namespace
 
 cudaError_t launch_conv_epilogue(FloatType t, void* y, const void* bias, const void* residual,
-                                 int64_t count, int64_t channels, int64_t plane,
+                                 int64_t count, int64_t channels, int64_t plane, bool channels_last,
                                  Activation activation, float alpha, float beta,
                                  cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
   KS_FLOAT_DISPATCH(t, (epilogue<T><<<blocks_for(count), 256, 0, stream>>>(
                            static_cast<T*>(y), static_cast<const T*>(bias),
-                           static_cast<const T*>(residual), count, channels, plane, activation,
-                           alpha, beta)));
+                           static_cast<const T*>(residual), count, channels, plane,
+                           channels_last, activation, alpha, beta)));
   return cudaGetLastError();
 }
 

@@ -58,8 +58,10 @@ struct PoolWindow {
   int pad_bottom, pad_right;           // trailing pads
   bool average, count_include_pad;
 };
+// NCHW: `planes` = N*C planes of h x w. NHWC (channels > 0): `planes` = N images of h x w x channels.
 cudaError_t launch_pool2d(FloatType t, const void* x, void* y, int64_t planes, int h, int w,
-                          int oh, int ow, const PoolWindow& window, cudaStream_t stream);
+                          int oh, int ow, int channels_last, const PoolWindow& window,
+                          cudaStream_t stream);
 cudaError_t launch_global_average(FloatType t, const void* x, void* y, int64_t planes,
                                   int64_t size, cudaStream_t stream);
 
@@ -71,14 +73,16 @@ struct ResizeAxis {
   int64_t in, out;
   double scale;
 };
+// NCHW: `planes` = N*C planes; NHWC (channels > 0): `planes` = N images with `channels` innermost.
 cudaError_t launch_resize_nearest(int element_size, const void* x, void* y, int64_t planes,
-                                  ResizeAxis h, ResizeAxis w, ResizeCoordinates coordinates,
-                                  NearestRounding rounding, cudaStream_t stream);
+                                  int64_t channels_last, ResizeAxis h, ResizeAxis w,
+                                  ResizeCoordinates coordinates, NearestRounding rounding,
+                                  cudaStream_t stream);
 
-// y = activation(y + bias[channel]) + residual over [N, channels, plane]; bias, residual may be
-// null.
+// y = activation(y + bias[channel]) + residual, over [N, channels, plane] (NCHW) or, with
+// channels_last, [N, plane, channels] (NHWC); bias and residual may be null.
 cudaError_t launch_conv_epilogue(FloatType t, void* y, const void* bias, const void* residual,
-                                 int64_t count, int64_t channels, int64_t plane,
+                                 int64_t count, int64_t channels, int64_t plane, bool channels_last,
                                  Activation activation, float alpha, float beta,
                                  cudaStream_t stream);
 

@@ -22,12 +22,15 @@ StatusOr<std::unique_ptr<Kernel>> create_pool(const KernelDef& def, bool average
   auto i = [](int64_t v) { return static_cast<int>(v); };
   const PoolWindow base{i(k[0]), i(k[1]), i(s[0]), i(s[1]), i(d[0]), i(d[1]), i(p[0]), i(p[1]),
                         i(p[2]), i(p[3]), average, def.attrs.get_int("count_include_pad", 0) != 0};
-  return make_kernel([t, base, auto_pad](KernelContext& ctx) -> Status {
+  const bool nhwc = def.attrs.get_int("kestrel_channels_last", 0) != 0;
+  return make_kernel([t, base, auto_pad, nhwc](KernelContext& ctx) -> Status {
     const Tensor& x = ctx.input(0);
     Tensor& y = ctx.output(0);
-    if (x.rank() != 4) return unimplemented("CUDA pooling takes NCHW tensors");
-    const int h = static_cast<int>(x.shape()[2]), w = static_cast<int>(x.shape()[3]);
-    const int oh = static_cast<int>(y.shape()[2]), ow = static_cast<int>(y.shape()[3]);
+    if (x.rank() != 4) return unimplemented("CUDA pooling takes 4-D tensors");
+    // NCHW: planes of N*C; NHWC: N images with the channels innermost.
+    const size_t ha = nhwc ? 1 : 2, wa = nhwc ? 2 : 3;
+    const int h = static_cast<int>(x.shape()[ha]), w = static_cast<int>(x.shape()[wa]);
+    const int oh = static_cast<int>(y.shape()[ha]), ow = static_cast<int>(y.shape()[wa]);
     PoolWindow win = base;
     if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
       // Total padding so that the output covers ceil(in / stride) windows; the odd pixel goes at
@@ -41,9 +44,10 @@ StatusOr<std::unique_ptr<Kernel>> create_pool(const KernelDef& def, bool average
     } else if (auto_pad == "VALID") {
       win.ph = win.pw = win.pad_bottom = win.pad_right = 0;
     }
-    return check_launch("pool2d", launch_pool2d(t, x.raw_data(), y.raw_data(),
-                                                x.shape()[0] * x.shape()[1], h, w, oh, ow, win,
-                                                stream_of(ctx)));
+    const int64_t planes = nhwc ? x.shape()[0] : x.shape()[0] * x.shape()[1];
+    const int channels = nhwc ? static_cast<int>(x.shape()[3]) : 0;
+    return check_launch("pool2d", launch_pool2d(t, x.raw_data(), y.raw_data(), planes, h, w, oh,
+                                                ow, channels, win, stream_of(ctx)));
   });
 }
 

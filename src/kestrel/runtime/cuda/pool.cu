@@ -6,14 +6,20 @@
 namespace kestrel::runtime::cuda {
 namespace {
 
+// `channels` == 0: NCHW planes; else NHWC images with `channels` innermost (stride between pixels).
 template <typename T>
 __global__ void pool2d(const T* __restrict__ x, T* __restrict__ y, int64_t planes, int h, int w,
-                       int oh, int ow, PoolWindow win) {
-  const int64_t n = planes * oh * ow;
+                       int oh, int ow, int channels, PoolWindow win) {
+  const int64_t c_count = channels > 0 ? channels : 1;
+  const int64_t n = planes * oh * ow * c_count;
   for (int64_t i = grid_start(); i < n; i += grid_stride()) {
-    const int ox = static_cast<int>(i % ow);
-    const int oy = static_cast<int>((i / ow) % oh);
-    const T* src = x + (i / (static_cast<int64_t>(ow) * oh)) * h * w;
+    const int64_t c = i % c_count;
+    const int64_t pixel = i / c_count;
+    const int ox = static_cast<int>(pixel % ow);
+    const int oy = static_cast<int>((pixel / ow) % oh);
+    const int64_t image = pixel / (static_cast<int64_t>(ow) * oh);
+    // src[(yy * w + xx) * c_count] is the window element for this output's channel.
+    const T* src = x + image * h * w * c_count + c;
     const int y0 = oy * win.sh - win.ph, x0 = ox * win.sw - win.pw;
     float best = -INFINITY, sum = 0.f;
     int count = 0, padded = 0;
@@ -24,7 +30,7 @@ __global__ void pool2d(const T* __restrict__ x, T* __restrict__ y, int64_t plane
         // Window positions inside the padded input are what count_include_pad counts.
         if (yy < h + win.pad_bottom && xx < w + win.pad_right) ++padded;
         if (yy < 0 || yy >= h || xx < 0 || xx >= w) continue;
-        const float v = to_float(src[yy * w + xx]);
+        const float v = to_float(src[(static_cast<int64_t>(yy) * w + xx) * c_count]);
         best = (v > best || isnan(v)) ? v : best;
         sum += v;
         ++count;
@@ -59,12 +65,13 @@ __global__ void global_average(const T* __restrict__ x, T* __restrict__ y, int64
 }  // namespace
 
 cudaError_t launch_pool2d(FloatType t, const void* x, void* y, int64_t planes, int h, int w,
-                          int oh, int ow, const PoolWindow& window, cudaStream_t stream) {
-  const int64_t n = planes * oh * ow;
+                          int oh, int ow, int channels_last, const PoolWindow& window,
+                          cudaStream_t stream) {
+  const int64_t n = planes * oh * ow * (channels_last > 0 ? channels_last : 1);
   if (n == 0) return cudaSuccess;
   KS_FLOAT_DISPATCH(t, (pool2d<T><<<blocks_for(n), 256, 0, stream>>>(
                            static_cast<const T*>(x), static_cast<T*>(y), planes, h, w, oh, ow,
-                           window)));
+                           channels_last, window)));
   return cudaGetLastError();
 }
 

@@ -36,22 +36,29 @@ StatusOr<std::unique_ptr<Kernel>> create_resize(const KernelDef& def) {
   return make_kernel([c, r](KernelContext& ctx) -> Status {
     const Tensor& x = ctx.input(0);
     Tensor& y = ctx.output(0);
-    if (x.rank() != 4 || x.shape()[0] != y.shape()[0] || x.shape()[1] != y.shape()[1]) {
-      return unimplemented("GPU Resize scales the two spatial axes of NCHW tensors only");
-    }
+    if (x.rank() != 4) return unimplemented("GPU Resize takes 4-D tensors");
     // Scales as ONNX defines them: given (a value input, so on the host), else out / in.
-    double scale_h = static_cast<double>(y.shape()[2]) / static_cast<double>(x.shape()[2]);
-    double scale_w = static_cast<double>(y.shape()[3]) / static_cast<double>(x.shape()[3]);
-    if (ctx.has_input(2) && ctx.input(2).num_elements() == 4) {
-      const std::vector<double> s = ctx.input(2).to_double_vector();
-      scale_h = s[2];
-      scale_w = s[3];
+    std::vector<double> scale(4);
+    for (size_t i = 0; i < 4; ++i) {
+      scale[i] = x.shape()[i] == 0 ? 1.0
+                                   : static_cast<double>(y.shape()[i]) /
+                                         static_cast<double>(x.shape()[i]);
     }
+    if (ctx.has_input(2) && ctx.input(2).num_elements() == 4) scale = ctx.input(2).to_double_vector();
+    // The two scaled axes: 2 and 3 (NCHW), or 1 and 2 with the channels last (NHWC).
+    const bool nchw = scale[0] == 1 && scale[1] == 1 && x.shape()[1] == y.shape()[1];
+    const bool nhwc = !nchw && scale[0] == 1 && scale[3] == 1 && x.shape()[3] == y.shape()[3];
+    if ((!nchw && !nhwc) || x.shape()[0] != y.shape()[0]) {
+      return unimplemented("GPU Resize scales two spatial axes of NCHW or NHWC tensors only");
+    }
+    const size_t ha = nchw ? 2 : 1, wa = nchw ? 3 : 2;
+    const int64_t planes = nchw ? x.shape()[0] * x.shape()[1] : x.shape()[0];
+    const int64_t channels = nchw ? 0 : x.shape()[3];
     return check_launch(
         "resize_nearest",
         launch_resize_nearest(static_cast<int>(dtype_size(x.dtype())), x.raw_data(), y.raw_data(),
-                              x.shape()[0] * x.shape()[1], {x.shape()[2], y.shape()[2], scale_h},
-                              {x.shape()[3], y.shape()[3], scale_w}, c, r, stream_of(ctx)));
+                              planes, channels, {x.shape()[ha], y.shape()[ha], scale[ha]},
+                              {x.shape()[wa], y.shape()[wa], scale[wa]}, c, r, stream_of(ctx)));
   });
 }
 

@@ -36,33 +36,40 @@ __device__ __forceinline__ int64_t source_index(int64_t x, ResizeAxis a, ResizeC
   return static_cast<int64_t>(i < 0 ? 0 : (i > last ? last : i));
 }
 
+// `channels` == 0: NCHW planes; else NHWC images with `channels` innermost.
 template <typename E>
 __global__ void resize_nearest(const E* __restrict__ x, E* __restrict__ y, int64_t planes,
-                               ResizeAxis h, ResizeAxis w, ResizeCoordinates c, NearestRounding r) {
-  const int64_t n = planes * h.out * w.out;
+                               int64_t channels, ResizeAxis h, ResizeAxis w, ResizeCoordinates c,
+                               NearestRounding r) {
+  const int64_t c_count = channels > 0 ? channels : 1;
+  const int64_t n = planes * h.out * w.out * c_count;
   for (int64_t i = grid_start(); i < n; i += grid_stride()) {
-    const int64_t ox = i % w.out;
-    const int64_t oy = (i / w.out) % h.out;
-    const int64_t plane = i / (w.out * h.out);
-    y[i] = x[plane * h.in * w.in + source_index(oy, h, c, r) * w.in + source_index(ox, w, c, r)];
+    const int64_t ch = i % c_count;
+    const int64_t pixel = i / c_count;
+    const int64_t ox = pixel % w.out;
+    const int64_t oy = (pixel / w.out) % h.out;
+    const int64_t image = pixel / (w.out * h.out);
+    const int64_t src = (source_index(oy, h, c, r) * w.in + source_index(ox, w, c, r)) * c_count;
+    y[i] = x[image * h.in * w.in * c_count + src + ch];
   }
 }
 
 }  // namespace
 
 cudaError_t launch_resize_nearest(int element_size, const void* x, void* y, int64_t planes,
-                                  ResizeAxis h, ResizeAxis w, ResizeCoordinates coordinates,
-                                  NearestRounding rounding, cudaStream_t stream) {
-  const int64_t n = planes * h.out * w.out;
+                                  int64_t channels_last, ResizeAxis h, ResizeAxis w,
+                                  ResizeCoordinates coordinates, NearestRounding rounding,
+                                  cudaStream_t stream) {
+  const int64_t n = planes * h.out * w.out * (channels_last > 0 ? channels_last : 1);
   if (n == 0) return cudaSuccess;
   if (element_size == 4) {
     resize_nearest<<<blocks_for(n), 256, 0, stream>>>(static_cast<const uint32_t*>(x),
-                                                      static_cast<uint32_t*>(y), planes, h, w,
-                                                      coordinates, rounding);
+                                                      static_cast<uint32_t*>(y), planes,
+                                                      channels_last, h, w, coordinates, rounding);
   } else if (element_size == 2) {
     resize_nearest<<<blocks_for(n), 256, 0, stream>>>(static_cast<const uint16_t*>(x),
-                                                      static_cast<uint16_t*>(y), planes, h, w,
-                                                      coordinates, rounding);
+                                                      static_cast<uint16_t*>(y), planes,
+                                                      channels_last, h, w, coordinates, rounding);
   } else {
     return cudaErrorInvalidValue;
   }
