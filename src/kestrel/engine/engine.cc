@@ -220,7 +220,7 @@ StatusOr<std::vector<Tensor>> Engine::ExecutionContext::run(
       KS_ASSIGN_OR_RETURN(dst, backend_->allocate(src.dtype(), src.shape()));
       KS_RETURN_IF_ERROR(backend_->synchronize());  // the allocation is ordered on another stream
     } else {
-      KS_ASSIGN_OR_RETURN(dst, Tensor::allocate(src.dtype(), src.shape()));
+      KS_ASSIGN_OR_RETURN(dst, backend_->allocate_host(src.dtype(), src.shape()));
     }
     KS_RETURN_IF_ERROR(backend_->copy_async(src, dst, *stream_));
     results.push_back(std::move(dst));
@@ -414,7 +414,7 @@ StatusOr<Tensor> Engine::to_device(const Tensor& host) const {
 
 StatusOr<Tensor> Engine::to_host(const Tensor& t) const {
   if (t.is_cpu()) return t;
-  KS_ASSIGN_OR_RETURN(Tensor host, Tensor::allocate(t.dtype(), t.shape()));
+  KS_ASSIGN_OR_RETURN(Tensor host, backends_[0]->allocate_host(t.dtype(), t.shape()));
   KS_RETURN_IF_ERROR(backends_[0]->copy(t, host));
   return host;
 }

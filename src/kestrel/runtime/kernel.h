@@ -105,6 +105,12 @@ class Backend {
   // Waits for all work this backend queued.
   virtual Status synchronize() = 0;
 
+  // Host memory the device copies to and from at full speed (pinned, for CUDA). Default: ordinary
+  // host memory.
+  virtual StatusOr<Tensor> allocate_host(DType dtype, const Shape& shape) {
+    return Tensor::allocate(dtype, shape);
+  }
+
   // A new queue for one execution context. Default: an empty handle (work runs at once).
   virtual StatusOr<std::unique_ptr<Stream>> create_stream();
   // copy(), queued on `stream`. Default: copy() (done when it returns).

@@ -1,7 +1,10 @@
 #include "kestrel/runtime/cuda/cuda_backend.h"
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <mutex>
+#include <vector>
 
 #include "kestrel/runtime/cuda/cuda_check.h"
 #include "kestrel/runtime/cuda/cuda_kernels.h"
@@ -55,9 +58,67 @@ class CudaGraph final : public Recording {
   cudaGraphExec_t exec_;
 };
 
+// Pinned host buffers, reused: cudaMallocHost costs milliseconds, so freed buffers wait in a free
+// list (by size class) for the next request instead of going back to the driver. Bounded: beyond
+// kMaxCachedBytes, freed buffers are released.
+class PinnedPool : public std::enable_shared_from_this<PinnedPool> {
+ public:
+  static constexpr size_t kMaxCachedBytes = size_t{2} << 30;
+
+  StatusOr<std::shared_ptr<void>> get(size_t bytes) {
+    const size_t size = size_class(bytes);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = free_.find(size);
+      if (it != free_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        cached_bytes_ -= size;
+        return wrap(p, size);
+      }
+    }
+    void* p = nullptr;
+    KS_CUDA_RETURN_IF_ERROR(cudaMallocHost(&p, size));
+    return wrap(p, size);
+  }
+
+  ~PinnedPool() {
+    for (auto& [size, list] : free_) {
+      for (void* p : list) cudaFreeHost(p);
+    }
+  }
+
+ private:
+  // Powers of two from 64 KiB: at most 2x waste, few classes.
+  static size_t size_class(size_t bytes) {
+    size_t s = size_t{64} << 10;
+    while (s < bytes) s <<= 1;
+    return s;
+  }
+
+  std::shared_ptr<void> wrap(void* p, size_t size) {
+    std::weak_ptr<PinnedPool> pool = weak_from_this();
+    return std::shared_ptr<void>(p, [pool, size](void* q) {
+      if (auto self = pool.lock()) {
+        std::lock_guard<std::mutex> lock(self->mutex_);
+        if (self->cached_bytes_ + size <= kMaxCachedBytes) {
+          self->free_[size].push_back(q);
+          self->cached_bytes_ += size;
+          return;
+        }
+      }
+      cudaFreeHost(q);
+    });
+  }
+
+  std::mutex mutex_;
+  std::map<size_t, std::vector<void*>> free_;
+  size_t cached_bytes_ = 0;
+};
+
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(int device) : device_(device) {}
+  explicit CudaBackend(int device) : device_(device), pinned_(std::make_shared<PinnedPool>()) {}
 
   std::string_view name() const override { return "cuda"; }
   Device device() const override { return Device::cuda(device_); }
@@ -88,6 +149,17 @@ class CudaBackend final : public Backend {
       cudaFreeAsync(q, cudaStreamPerThread);
     });
     return Tensor::wrap(dtype, shape, std::move(storage), p, Device::cuda(device_));
+  }
+
+  StatusOr<Tensor> allocate_host(DType dtype, const Shape& shape) override {
+    KS_ASSIGN_OR_RETURN(int64_t n, checked_num_elements(shape.dims()));
+    const size_t bytes = static_cast<size_t>(n) * dtype_size(dtype);
+    if (bytes > max_tensor_bytes()) {
+      return resource_exhausted("host tensor of {} bytes is over the limit", bytes);
+    }
+    KS_ASSIGN_OR_RETURN(std::shared_ptr<void> storage, pinned_->get(bytes));
+    void* p = storage.get();
+    return Tensor::wrap(dtype, shape, std::move(storage), p, Device::cpu());
   }
 
   Status copy(const Tensor& src, Tensor& dst) override {
@@ -150,6 +222,7 @@ class CudaBackend final : public Backend {
 
  private:
   int device_;
+  std::shared_ptr<PinnedPool> pinned_;
 };
 
 }  // namespace
