@@ -90,7 +90,7 @@ using SignedNumericTypes = TypeList<float, double, Half, BFloat16, int8_t, int16
 template <typename... Ts, typename F>
 Status dispatch_dtype_impl(TypeList<Ts...>, DType dtype, F&& f) {
   Status result = unimplemented("element type {} is not supported here", dtype_name(dtype));
-  ((dtype == dtype_of<Ts>() ? (result = f(TypeTag<Ts>{}), true) : false) || ...);
+  (void)((dtype == dtype_of<Ts>() ? (result = f(TypeTag<Ts>{}), true) : false) || ...);
   return result;
 }
 

@@ -31,8 +31,10 @@ struct Engine::Step {
 
 // One run's worth of state for one binding of the input symbols (one batch size): every
 // intermediate in one arena planned by lifetime (plan/memory_planner.h), a stream of its own, and
-// on the GPU a CUDA graph of the whole forward pass recorded after a first, unrecorded run (which
-// is also when cuDNN measures its algorithms). A context serves one run at a time.
+// on the GPU a CUDA graph of the whole forward pass recorded after the first run, which executes
+// step by step on the caller's real inputs (it is also when cuDNN measures its algorithms; a
+// warm-up on uninitialised memory would feed garbage indices to Gather and friends). A context
+// serves one run at a time.
 class Engine::ExecutionContext {
  public:
   static StatusOr<std::unique_ptr<ExecutionContext>> create(
@@ -55,6 +57,7 @@ class Engine::ExecutionContext {
   std::vector<Tensor> slots_;
   std::vector<bool> kernel_views_;  // slots whose tensor the producing kernel returns
   std::unique_ptr<runtime::Recording> recording_;
+  bool has_run_ = false;  // the first run is executed step by step, then recorded
   MemoryReport memory_;
 };
 
@@ -146,18 +149,6 @@ StatusOr<std::unique_ptr<Engine::ExecutionContext>> Engine::ExecutionContext::cr
     }
   }
   KS_ASSIGN_OR_RETURN(c->stream_, c->backend_->create_stream());
-  // The first run is not recorded: kernels measure and prepare what they need here.
-  KS_RETURN_IF_ERROR(c->execute());
-  KS_RETURN_IF_ERROR(c->stream_->synchronize());
-  if (e.options_.cuda_graphs) {
-    StatusOr<std::unique_ptr<runtime::Recording>> r =
-        c->backend_->record(*c->stream_, [&c] { return c->execute(); });
-    if (r.ok()) {
-      c->recording_ = std::move(r).value();
-    } else if (r.status().code() != StatusCode::kUnimplemented) {
-      return r.status();
-    }
-  }
   return c;
 }
 
@@ -211,6 +202,20 @@ StatusOr<std::vector<Tensor>> Engine::ExecutionContext::run(
   } else {
     KS_RETURN_IF_ERROR(execute());
   }
+  if (!has_run_) {
+    has_run_ = true;
+    if (e.options_.cuda_graphs) {
+      KS_RETURN_IF_ERROR(stream_->synchronize());
+      // Recording queues nothing: the arena still holds this run's results afterwards.
+      StatusOr<std::unique_ptr<runtime::Recording>> r =
+          backend_->record(*stream_, [this] { return execute(); });
+      if (r.ok()) {
+        recording_ = std::move(r).value();
+      } else if (r.status().code() != StatusCode::kUnimplemented) {
+        return r.status();
+      }
+    }
+  }
   // The arena is this context's: outputs are copied out before it serves the next run.
   std::vector<Tensor> results;
   for (size_t slot : e.output_slots_) {
@@ -244,6 +249,11 @@ StatusOr<std::unique_ptr<Engine::ExecutionContext>> Engine::acquire_context(
     }
   }
   return ExecutionContext::create(*this, bindings);
+}
+
+bool Engine::plannable(const std::map<std::string, int64_t>& bindings) const {
+  std::lock_guard<std::mutex> lock(contexts_mutex_);
+  return !unplannable_bindings_.count(bindings);
 }
 
 void Engine::release_context(const std::map<std::string, int64_t>& bindings,
@@ -424,7 +434,9 @@ Status Engine::synchronize() const { return backends_[0]->synchronize(); }
 StatusOr<std::map<std::string, int64_t>> Engine::bind_inputs(
     const std::map<std::string, Tensor>& inputs) const {
   std::map<std::string, int64_t> bindings;
-  for (const auto& [name, tensor] : inputs) {
+  for (const auto& entry : inputs) {
+    // Not a structured binding: clang 14 (the fuzz build) cannot capture those in lambdas.
+    const std::string& name = entry.first;
     auto it = std::find_if(inputs_.begin(), inputs_.end(),
                            [&](const TensorInfo& i) { return i.name == name; });
     if (it == inputs_.end()) return invalid_argument("the model has no input named '{}'", name);
@@ -467,11 +479,17 @@ StatusOr<std::map<std::string, int64_t>> Engine::bind_inputs(
 StatusOr<std::vector<Tensor>> Engine::run(const std::map<std::string, Tensor>& inputs,
                                           const RunOptions& options) const {
   KS_ASSIGN_OR_RETURN(auto bindings, bind_inputs(inputs));
-  if (plannable_ && options_.plan) {
-    KS_ASSIGN_OR_RETURN(std::unique_ptr<ExecutionContext> context, acquire_context(bindings));
-    StatusOr<std::vector<Tensor>> out = context->run(inputs, options);
-    release_context(bindings, std::move(context));
-    return out;
+  if (plannable_ && options_.plan && plannable(bindings)) {
+    StatusOr<std::unique_ptr<ExecutionContext>> context = acquire_context(bindings);
+    if (context.ok()) {
+      StatusOr<std::vector<Tensor>> out = (*context)->run(inputs, options);
+      release_context(bindings, std::move(context).value());
+      return out;
+    }
+    if (context.status().code() != StatusCode::kUnimplemented) return context.status();
+    // A data-dependent shape: this binding runs node by node from now on.
+    std::lock_guard<std::mutex> lock(contexts_mutex_);
+    unplannable_bindings_.insert(bindings);
   }
   std::vector<Tensor> slots = slot_template_;
   for (size_t k = 0; k < inputs_.size(); ++k) slots[input_slots_[k]] = inputs.at(inputs_[k].name);

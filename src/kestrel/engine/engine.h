@@ -21,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -100,6 +101,8 @@ class Engine {
   // An idle context for `bindings`, or a new one; and giving it back.
   StatusOr<std::unique_ptr<ExecutionContext>> acquire_context(
       const std::map<std::string, int64_t>& bindings) const;
+  // False once a run under these bindings found a data-dependent shape.
+  bool plannable(const std::map<std::string, int64_t>& bindings) const;
   void release_context(const std::map<std::string, int64_t>& bindings,
                        std::unique_ptr<ExecutionContext> context) const;
   // The kernel of the first backend that has one for `def`.
@@ -126,6 +129,9 @@ class Engine {
   mutable std::mutex contexts_mutex_;
   mutable std::map<std::map<std::string, int64_t>, std::vector<std::unique_ptr<ExecutionContext>>>
       idle_contexts_;
+  // Bindings under which some tensor's shape depends on data (NonMaxSuppression, NonZero):
+  // those run node by node.
+  mutable std::set<std::map<std::string, int64_t>> unplannable_bindings_;
   std::vector<size_t> input_slots_, output_slots_;
 };
 
