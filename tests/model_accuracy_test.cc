@@ -5,7 +5,10 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
+#include <string>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "kestrel/base/npy.h"
@@ -166,6 +169,69 @@ TEST_P(YoloAccuracyTest, OptimizedEngineMatchesTooAtBatchTwo) {
   ASSERT_EQ(out.shape(), (Shape{2, 25200, 85}));
   EXPECT_LT(relative_l2(slice_batch(out, 0), want), 1e-5);
   EXPECT_LT(relative_l2(slice_batch(out, 1), want), 1e-5);
+}
+
+// The convolutional part channels-last (optimize/to_channels_last.h), on the reference kernels:
+// the same accuracy, NCHW at the interface, and transposes only at the region's borders.
+TEST(ChannelsLastModelTest, YoloV5nMatchesTheFloat64ReferenceOnBus) {
+  REQUIRE_SHARED();
+  StatusOr<std::unique_ptr<ir::Graph>> g =
+      onnx::import_model_file((shared_dir() / "models" / "yolov5n.onnx").string());
+  ASSERT_TRUE(g.ok()) << g.status();
+  engine::BuildOptions options;
+  options.engine = {.backend = "cpu", .cpu_reference_only = true};
+  options.layout = "nhwc";
+  engine::BuildReport report;
+  StatusOr<std::unique_ptr<engine::Engine>> e =
+      engine::build_engine(std::move(g).value(), options, &report);
+  ASSERT_TRUE(e.ok()) << e.status();
+  std::map<std::string, int> ops;
+  for (const ir::Node* n : (*e)->graph().nodes()) ++ops[n->op_type()];
+  std::string summary = report.to_string() + "; nodes:";
+  for (const auto& [op, count] : ops) summary += " " + op + " " + std::to_string(count);
+  RecordProperty("channels_last", summary);
+  // 57 FusedConvs from the fusions and the three plain head convolutions, all channels-last.
+  int channels_last = 0;
+  for (const ir::Node* n : (*e)->graph().nodes()) {
+    channels_last += n->op_type() == "FusedConv" && n->attrs().get_int("channels_last", 0) == 1;
+  }
+  EXPECT_EQ(channels_last, 60) << summary;
+  EXPECT_EQ(ops["Conv"], 0) << summary;
+  // One transpose in, and in each detection head the model's own merged with the one back.
+  EXPECT_EQ(ops["Transpose"], 4) << summary;
+  const Tensor bus =
+      to_model_input(read_npy((shared_dir() / "reference/bus_input_rgb_u8.npy").string()).value());
+  const Tensor want = read_npy((shared_dir() / "reference/bus_output.npy").string()).value();
+  const Tensor got = run_one(**e, bus);
+  ASSERT_TRUE(got.defined());
+  const double err = relative_l2(got, want);
+  RecordProperty("relative_l2", fmt::format("{:.3g}", err));
+  EXPECT_LT(err, 1e-5) << summary;
+}
+
+// In float16 too (Casts at the interface, transposes in float16 inside), the reference kernels
+// compute channels-last exactly what they compute channels-first.
+TEST(ChannelsLastModelTest, YoloV5nInFloat16EqualsTheChannelsFirstEngine) {
+  REQUIRE_SHARED();
+  const Tensor bus =
+      to_model_input(read_npy((shared_dir() / "reference/bus_input_rgb_u8.npy").string()).value());
+  std::vector<Tensor> out;
+  for (bool channels_last : {false, true}) {
+    StatusOr<std::unique_ptr<ir::Graph>> g =
+        onnx::import_model_file((shared_dir() / "models" / "yolov5n.onnx").string());
+    ASSERT_TRUE(g.ok()) << g.status();
+    engine::BuildOptions options;
+    options.engine = {.backend = "cpu", .cpu_reference_only = true};
+    options.precision = "fp16";
+    options.layout = channels_last ? "nhwc" : "nchw";
+    StatusOr<std::unique_ptr<engine::Engine>> e =
+        engine::build_engine(std::move(g).value(), options);
+    ASSERT_TRUE(e.ok()) << e.status();
+    out.push_back(run_one(**e, bus));
+    ASSERT_TRUE(out.back().defined());
+  }
+  ASSERT_EQ(out[0].shape(), out[1].shape());
+  EXPECT_EQ(out[0].to_double_vector(), out[1].to_double_vector());
 }
 
 INSTANTIATE_TEST_SUITE_P(Kernels, YoloAccuracyTest, ::testing::Values(true, false),

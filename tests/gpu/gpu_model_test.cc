@@ -2,13 +2,13 @@
 // reproduces PyTorch's float64 output on bus.jpg with relative L2 error below 1e-4, at batch 1 and
 // inside a batch of 4; every node runs on the GPU; float16 engines run and stay close to float32.
 // Skips without a GPU or without ../shared (set KESTREL_SHARED to the data folder).
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-
-#include <fmt/format.h>
-#include <gtest/gtest.h>
 
 #include "kestrel/base/npy.h"
 #include "kestrel/engine/backends.h"
@@ -54,7 +54,8 @@ double relative_l2(const double* a, const double* b, size_t n) {
   return std::sqrt(diff / norm);
 }
 
-std::unique_ptr<engine::Engine> build(const std::string& model, const std::string& precision) {
+std::unique_ptr<engine::Engine> build(const std::string& model, const std::string& precision,
+                                      const std::string& layout = "auto") {
   StatusOr<std::unique_ptr<ir::Graph>> g =
       onnx::import_model_file((shared_dir() / "models" / model).string());
   EXPECT_TRUE(g.ok()) << g.status();
@@ -62,32 +63,36 @@ std::unique_ptr<engine::Engine> build(const std::string& model, const std::strin
   engine::BuildOptions options;
   options.engine.backend = "cuda";
   options.precision = precision;
+  options.layout = layout;
   engine::BuildReport report;
   StatusOr<std::unique_ptr<engine::Engine>> e =
       engine::build_engine(std::move(g).value(), options, &report);
   EXPECT_TRUE(e.ok()) << e.status();
   if (!e.ok()) return nullptr;
-  fmt::print("{} {}: {} | runs on {}\n", model, precision, report.to_string(),
+  fmt::print("{} {} {}: {} | runs on {}\n", model, precision, layout, report.to_string(),
              (*e)->backend_summary());
   return std::move(e).value();
 }
 
-TEST(GpuModelTest, Float32EngineMatchesTheFloat64ReferenceAtBatchOneAndFour) {
+TEST(GpuModelTest, Float32EngineMatchesTheFloat64ReferenceInBothLayoutsAtBatchOneAndFour) {
   REQUIRE_GPU_AND_DATA();
-  auto e = build("yolov5n.onnx", "fp32");
-  ASSERT_TRUE(e);
-  EXPECT_EQ(e->backend_summary(), "cuda") << "some nodes fell back to the CPU";
   const Tensor want = read_npy((shared_dir() / "reference/bus_output.npy").string()).value();
   const std::vector<double> ref = want.to_double_vector();
-  for (int64_t batch : {1, 4}) {
-    StatusOr<std::vector<Tensor>> out = e->run({{"images", bus_input(batch)}});
-    ASSERT_TRUE(out.ok()) << out.status();
-    ASSERT_EQ((*out)[0].shape(), (Shape{batch, 25200, 85}));
-    const std::vector<double> got = (*out)[0].to_double_vector();
-    for (int64_t n = 0; n < batch; ++n) {
-      const double err = relative_l2(got.data() + n * ref.size(), ref.data(), ref.size());
-      fmt::print("yolov5n fp32 batch {} image {}: relative L2 {:.3g}\n", batch, n, err);
-      EXPECT_LT(err, 1e-4);
+  for (const char* layout : {"nchw", "nhwc"}) {
+    auto e = build("yolov5n.onnx", "fp32", layout);
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->backend_summary(), "cuda") << "some nodes fell back to the CPU";
+    for (int64_t batch : {1, 4}) {
+      StatusOr<std::vector<Tensor>> out = e->run({{"images", bus_input(batch)}});
+      ASSERT_TRUE(out.ok()) << out.status();
+      ASSERT_EQ((*out)[0].shape(), (Shape{batch, 25200, 85}));
+      const std::vector<double> got = (*out)[0].to_double_vector();
+      for (int64_t n = 0; n < batch; ++n) {
+        const double err = relative_l2(got.data() + n * ref.size(), ref.data(), ref.size());
+        fmt::print("yolov5n fp32 {} batch {} image {}: relative L2 {:.3g}\n", layout, batch, n,
+                   err);
+        EXPECT_LT(err, 1e-4);
+      }
     }
   }
 }

@@ -2,11 +2,13 @@
 // and asymmetrically padded convolutions checked against the definition, YOLOv5's 6x6 stride-2
 // stem, half-precision rounding, pools with ceil_mode and indices, Resize as YOLOv5 uses it and
 // the opset 18/19 Resize features (values from ONNX's reference implementation), broadcasting Gemm
-// and MatMul, and precise errors for bad shapes.
+// and MatMul, precise errors for bad shapes, and the channels-last FusedConv and pools (Kestrel's
+// layouts, ir/ops/nn.cc) against their channels-first results.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -380,6 +382,206 @@ TEST(PoolTest, GlobalPools) {
   EXPECT_EQ(avg.shape(), (Shape{1, 2, 1, 1}));
   EXPECT_EQ(values(avg), (std::vector<double>{3.5, 9.5}));
   EXPECT_EQ(values(run1("GlobalMaxPool", {x})), (std::vector<double>{6, 12}));
+}
+
+// ---- channels-last FusedConv and pools (ir/ops/nn.cc's layouts) ----
+
+// `t` with its channel axis (1) moved last ([N, C, S...] -> [N, S..., C]), or back.
+Tensor move_channels(const Tensor& t, bool to_last) {
+  const size_t r = t.rank();
+  std::vector<size_t> perm = {0};  // output axis d reads input axis perm[d]
+  if (to_last) {
+    for (size_t d = 2; d < r; ++d) perm.push_back(d);
+    perm.push_back(1);
+  } else {
+    perm.push_back(r - 1);
+    for (size_t d = 1; d + 1 < r; ++d) perm.push_back(d);
+  }
+  std::vector<int64_t> dims(r), stride(r, 1);
+  for (size_t d = r - 1; d > 0; --d) stride[d - 1] = stride[d] * t.shape()[d];
+  for (size_t d = 0; d < r; ++d) dims[d] = t.shape()[perm[d]];
+  Tensor out = Tensor::allocate(t.dtype(), Shape(dims)).value();
+  const size_t size = dtype_size(t.dtype());
+  std::vector<int64_t> index(r, 0);
+  for (int64_t i = 0; i < out.num_elements(); ++i) {
+    int64_t at = 0;
+    for (size_t d = 0; d < r; ++d) at += index[d] * stride[perm[d]];
+    std::memcpy(static_cast<char*>(out.raw_data()) + i * size,
+                static_cast<const char*>(t.raw_data()) + at * size, size);
+    for (size_t d = r; d-- > 0;) {
+      if (++index[d] < dims[d]) break;
+      index[d] = 0;
+    }
+  }
+  return out;
+}
+Tensor last(const Tensor& t) { return move_channels(t, true); }
+
+// Bit patterns, so that NaNs compare equal and half-precision results must match exactly.
+std::vector<uint8_t> bytes_of(const Tensor& t) {
+  const auto* p = static_cast<const uint8_t*>(t.raw_data());
+  return std::vector<uint8_t>(p, p + t.nbytes());
+}
+
+// FusedConv channels-last on X, W, Z moved channels-last equals FusedConv NCHW, moved.
+void expect_fused_conv_layouts_agree(const Tensor& x, const Tensor& w, const Tensor& b,
+                                     const Tensor& z, Attributes a, bool reference = true) {
+  const Tensor want = run1("FusedConv", {x, w, b, z}, a, {.constant_inputs = {1}});
+  ASSERT_TRUE(want.defined());
+  a.set("channels_last", int64_t{1});
+  const Tensor got = run1("FusedConv", {last(x), last(w), b, z.defined() ? last(z) : z}, a,
+                          {.reference = reference, .constant_inputs = {1}});
+  ASSERT_TRUE(got.defined());
+  EXPECT_EQ(got.shape(), last(want).shape());
+  EXPECT_EQ(bytes_of(got), bytes_of(last(want)));
+}
+
+TEST(ChannelsLastTest, FusedConvMatchesTheChannelsFirstResult) {
+  // Grouped, strided, dilated, asymmetric pads, bias, residual, SiLU.
+  Attributes a = attrs({{"group", int64_t{2}},
+                        {"strides", ints{2, 1}},
+                        {"dilations", ints{1, 2}},
+                        {"pads", ints{1, 0, 2, 1}},
+                        {"activation", std::string("Silu")}});
+  const Tensor x = random({2, 6, 9, 8}, 1), w = random({4, 3, 3, 3}, 2), b = random({4}, 3);
+  expect_fused_conv_layouts_agree(x, w, b, random({2, 4, 5, 5}, 4), a);
+  // The fast kernels leave channels-last to the reference: same result.
+  expect_fused_conv_layouts_agree(x, w, b, random({2, 4, 5, 5}, 4), a, /*reference=*/false);
+  // Depthwise with a channel multiplier, SAME_UPPER, LeakyRelu, no bias.
+  expect_fused_conv_layouts_agree(random({1, 4, 7, 6}, 5), random({8, 1, 3, 3}, 6), Tensor(),
+                                  Tensor(),
+                                  attrs({{"group", int64_t{4}},
+                                         {"auto_pad", std::string("SAME_UPPER")},
+                                         {"strides", ints{2, 2}},
+                                         {"activation", std::string("LeakyRelu")},
+                                         {"activation_alpha", 0.1f}}));
+  // YOLOv5's stem: 6x6 stride 2 over 3 channels.
+  expect_fused_conv_layouts_agree(random({1, 3, 16, 16}, 7), random({8, 3, 6, 6}, 8),
+                                  random({8}, 9), Tensor(),
+                                  attrs({{"strides", ints{2, 2}}, {"pads", ints{2, 2, 2, 2}}}));
+  // 1 and 3 spatial axes.
+  expect_fused_conv_layouts_agree(
+      random({2, 3, 11}, 10), random({5, 3, 3}, 11), random({5}, 12), random({2, 5, 5}, 13),
+      attrs({{"strides", ints{2}}, {"activation", std::string("Relu")}}));
+  expect_fused_conv_layouts_agree(random({1, 4, 5, 4, 6}, 14), random({6, 2, 2, 3, 1}, 15),
+                                  random({6}, 16), Tensor(),
+                                  attrs({{"group", int64_t{2}}, {"pads", ints{1, 0, 0, 0, 1, 0}}}));
+  // Half precision: the same correctly rounded values.
+  expect_fused_conv_layouts_agree(random<Half>({1, 3, 8, 8}, 17), random<Half>({4, 3, 3, 3}, 18),
+                                  random<Half>({4}, 19), random<Half>({1, 4, 6, 6}, 20),
+                                  attrs({{"activation", std::string("HardSwish")}}));
+  // An empty batch.
+  const Tensor y = run1("FusedConv", {random({0, 8, 8, 3}), random({16, 3, 3, 3})},
+                        attrs({{"channels_last", int64_t{1}}}));
+  EXPECT_EQ(y.shape(), (Shape{0, 6, 6, 16}));
+}
+
+TEST(ChannelsLastTest, FusedConvShapeErrorsNameTheChannelsLastShapes) {
+  const Attributes a = attrs({{"channels_last", int64_t{1}}});
+  // KCRS weights given to a channels-last convolution: C/group is read from the last axis.
+  Status s = error_of("FusedConv", {random({1, 8, 8, 3}), random({16, 3, 3, 1})}, a);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("weights [16,3,3,1] expect 1 input channels per group, but input "
+                             "[1,8,8,3] has 3 channels"),
+            std::string::npos)
+      << s;
+  s = error_of("FusedConv", {random({1, 8, 8, 3}), random({16, 3, 3, 3}), random({1, 6, 6, 8})}, a);
+  EXPECT_NE(s.message().find("bias has shape [1,6,6,8], expected [16]"), std::string::npos) << s;
+  s = error_of("FusedConv",
+               {random({1, 8, 8, 3}), random({16, 3, 3, 3}), Tensor(), random({1, 16, 6, 6})}, a);
+  EXPECT_NE(s.message().find("residual input has shape [1,16,6,6], expected the output's "
+                             "[1,6,6,16]"),
+            std::string::npos)
+      << s;
+  s = error_of("FusedConv", {random({1, 8, 8, 3}), random({16, 3, 3, 3})},
+               attrs({{"channels_last", int64_t{1}}, {"kernel_shape", ints{3, 1}}}));
+  EXPECT_NE(s.message().find("kernel_shape [3,1] does not match"), std::string::npos) << s;
+  s = error_of("FusedConv", {random({1, 2, 2, 3}), random({16, 3, 3, 3})}, a);
+  EXPECT_NE(s.message().find("smaller than the window's extent 3"), std::string::npos) << s;
+  s = error_of("FusedConv", {random({1, 8, 8, 3}), random({16, 3, 3, 3})},
+               attrs({{"channels_last", int64_t{2}}}));
+  EXPECT_NE(s.message().find("attribute 'channels_last' must be 0 or 1, got 2"), std::string::npos)
+      << s;
+  // ONNX's Conv has no such attribute.
+  s = error_of("Conv", {random({1, 8, 8, 3}), random({16, 3, 3, 3})}, a);
+  EXPECT_NE(s.message().find("channels_last"), std::string::npos) << s;
+}
+
+TEST(ChannelsLastTest, FusedConvFlopsDoNotDependOnTheLayout) {
+  for (int64_t channels_last : {0, 1}) {
+    auto g = std::make_unique<ir::Graph>();
+    g->opset_version = 17;
+    const Shape xs = channels_last ? Shape{2, 10, 10, 4} : Shape{2, 4, 10, 10};
+    ir::Value* x = g->add_input("x", {DType::kFloat32, ir::SymShape::from(xs)});
+    ir::Value* w =
+        g->add_constant("w", random(channels_last ? Shape{6, 3, 3, 2} : Shape{6, 2, 3, 3}));
+    ir::Node* n =
+        g->add_node("FusedConv", {x, w}, 1,
+                    attrs({{"group", int64_t{2}}, {"channels_last", channels_last}}), "conv");
+    g->add_output(n->output(0));
+    StatusOr<ir::InferredTypes> types = ir::infer_types(*g, {});
+    ASSERT_TRUE(types.ok()) << types.status();
+    StatusOr<std::unordered_map<const ir::Node*, int64_t>> flops = ir::count_flops(*g, *types);
+    ASSERT_TRUE(flops.ok()) << flops.status();
+    EXPECT_EQ(flops->at(n), 2 * (2 * 6 * 8 * 8) * (2 * 9));
+  }
+}
+
+// Pool channels-last on X moved channels-last equals the pool NCHW, moved.
+void expect_pool_layouts_agree(const std::string& op, const Tensor& x, Attributes a) {
+  const Tensor want = run1(op, {x}, a);
+  ASSERT_TRUE(want.defined());
+  a.set("kestrel_channels_last", int64_t{1});
+  const Tensor got = run1(op, {last(x)}, a);
+  ASSERT_TRUE(got.defined());
+  EXPECT_EQ(got.shape(), last(want).shape());
+  EXPECT_EQ(bytes_of(got), bytes_of(last(want)));
+}
+
+TEST(ChannelsLastTest, PoolsMatchTheChannelsFirstResult) {
+  const Attributes ceil = attrs({{"kernel_shape", ints{3, 2}},
+                                 {"strides", ints{2, 2}},
+                                 {"pads", ints{1, 0, 1, 1}},
+                                 {"ceil_mode", int64_t{1}}});
+  expect_pool_layouts_agree("MaxPool", random({2, 3, 9, 7}, 1), ceil);
+  expect_pool_layouts_agree("AveragePool", random({2, 3, 9, 7}, 2), ceil);
+  Attributes include_pad = ceil;
+  include_pad.set("count_include_pad", int64_t{1});
+  expect_pool_layouts_agree("AveragePool", random({2, 3, 9, 7}, 3), include_pad);
+  // YOLOv5's SPPF pool.
+  expect_pool_layouts_agree("MaxPool", random({1, 8, 10, 10}, 4),
+                            attrs({{"kernel_shape", ints{5, 5}}, {"pads", ints{2, 2, 2, 2}}}));
+  expect_pool_layouts_agree("MaxPool", random({2, 3, 9}, 5),
+                            attrs({{"kernel_shape", ints{3}}, {"dilations", ints{2}}}));
+  expect_pool_layouts_agree(
+      "AveragePool", random({1, 2, 4, 5, 6}, 6),
+      attrs({{"kernel_shape", ints{2, 2, 3}}, {"auto_pad", std::string("SAME_LOWER")}}));
+  expect_pool_layouts_agree("MaxPool", random<Half>({1, 4, 6, 6}, 7),
+                            attrs({{"kernel_shape", ints{2, 2}}, {"strides", ints{2, 2}}}));
+  const Tensor q = Tensor::from_vector<int8_t>({1, 2, 2, 2}, {-128, 5, 7, -3, 0, 1, 2, 3});
+  expect_pool_layouts_agree("MaxPool", q, attrs({{"kernel_shape", ints{2, 1}}}));
+}
+
+TEST(ChannelsLastTest, PoolErrors) {
+  // No Indices output channels-last.
+  const Status s =
+      run_op("MaxPool", {random({1, 4, 4, 2})},
+             attrs({{"kernel_shape", ints{2, 2}}, {"kestrel_channels_last", int64_t{1}}}),
+             {.num_outputs = 2})
+          .status();
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("Indices output is not available with kestrel_channels_last=1"),
+            std::string::npos)
+      << s;
+  // [N, H, W, C] = [1, 4, 2, 8]: the 3x3 window does not fit W = 2.
+  const Status fit =
+      error_of("AveragePool", {random({1, 4, 2, 8})},
+               attrs({{"kernel_shape", ints{3, 3}}, {"kestrel_channels_last", int64_t{1}}}));
+  EXPECT_NE(fit.message().find("spatial axis 1 has size 2"), std::string::npos) << fit;
+  EXPECT_EQ(error_of("MaxPool", {random({1, 4, 4, 2})},
+                     attrs({{"kernel_shape", ints{2, 2}}, {"kestrel_channels_last", int64_t{-1}}}))
+                .code(),
+            StatusCode::kInvalidArgument);
 }
 
 // ---- Resize ----

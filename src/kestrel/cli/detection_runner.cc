@@ -56,6 +56,8 @@ std::vector<Decoded> decode_all(std::span<const std::string> files) {
 void add_detector_options(CLI::App* cmd, DetectorSetup& setup) {
   cmd->add_option("--backend", setup.backend, "cpu, cuda or auto")->capture_default_str();
   cmd->add_flag("--fp16", setup.fp16, "Run the model in float16");
+  cmd->add_option("--layout", setup.layout, "Convolution layout: auto, nchw or nhwc")
+      ->capture_default_str();
   cmd->add_option("-b,--batch", setup.batch, "Images per batch")->capture_default_str();
 }
 
@@ -89,6 +91,7 @@ StatusOr<LoadedDetector> load_detector(const DetectorSetup& setup) {
   build.engine.backend = setup.backend;
   build.precision = setup.fp16 ? "fp16" : "fp32";
   build.max_batch = setup.batch;
+  build.layout = setup.layout;
   LoadedDetector loaded;
   KS_ASSIGN_OR_RETURN(loaded.engine, engine::build_engine(std::move(graph), build));
   KS_ASSIGN_OR_RETURN(loaded.detector, vision::Detector::create(*loaded.engine));

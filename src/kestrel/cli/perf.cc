@@ -22,6 +22,7 @@ struct PerfOptions {
   std::vector<int64_t> batches = {1, 8, 32};
   std::string backend = "auto";
   bool fp16 = false;
+  std::string layout = "auto";
   int iterations = 100;
   int warmup = 10;
 };
@@ -61,6 +62,7 @@ Status perf(const PerfOptions& o) {
   engine::BuildOptions build;
   build.engine.backend = o.backend;
   build.precision = o.fp16 ? "fp16" : "fp32";
+  build.layout = o.layout;
   build.max_batch = *std::max_element(o.batches.begin(), o.batches.end());
   engine::BuildReport report;
   const auto build_start = Clock::now();
@@ -156,6 +158,8 @@ void add_perf_command(CLI::App& app) {
   cmd->add_option("-b,--batch", *batches, "Comma-separated batch sizes")->capture_default_str();
   cmd->add_option("--backend", o->backend, "cpu, cuda or auto")->capture_default_str();
   cmd->add_flag("--fp16", o->fp16, "Run in float16 (float32 accumulation)");
+  cmd->add_option("--layout", o->layout, "Convolution layout: auto (nhwc on the GPU), nchw or nhwc")
+      ->capture_default_str();
   cmd->add_option("-n,--iterations", o->iterations, "Timed runs per batch size")
       ->capture_default_str();
   cmd->add_option("--warmup", o->warmup, "Untimed runs first")->capture_default_str();

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "kestrel/engine/backends.h"
 #include "kestrel/engine/node_runner.h"
 #include "kestrel/ir/shape_inference.h"
 #include "kestrel/optimize/convert_precision.h"
@@ -21,11 +22,22 @@ StatusOr<std::unique_ptr<Engine>> build_engine(std::unique_ptr<ir::Graph> graph,
   if (options.precision != "fp32" && options.precision != "fp16") {
     return invalid_argument("precision must be fp32 or fp16, not '{}'", options.precision);
   }
+  if (options.layout != "auto" && options.layout != "nchw" && options.layout != "nhwc") {
+    return invalid_argument("layout must be auto, nchw or nhwc, not '{}'", options.layout);
+  }
+  const bool channels_last =
+      options.layout == "nhwc" ||
+      (options.layout == "auto" && options.optimize &&
+       (options.engine.backend == "cuda" || (options.engine.backend == "auto" && cuda_available())));
+  if (channels_last && !options.optimize) {
+    return invalid_argument("the nhwc layout needs the optimizer");
+  }
   std::unique_ptr<ir::NodeEvaluator> evaluator = make_cpu_evaluator();
   KS_RETURN_IF_ERROR(graph->sort_topologically());
   if (options.optimize) {
     optimize::OptimizeOptions o;
     o.max_batch = options.max_batch;
+    o.channels_last = channels_last;
     KS_ASSIGN_OR_RETURN(r.optimizer, optimize::optimize_graph(*graph, *evaluator, o));
   } else {
     KS_RETURN_IF_ERROR(ir::annotate_symbolic_shapes(*graph, evaluator.get()));

@@ -23,6 +23,11 @@ struct BuildOptions {
   int64_t max_batch = 32;
   // Off: run the imported graph as it is (for debugging the optimizer).
   bool optimize = true;
+  // Layout of the convolutional part: "nhwc" runs it channels-last inside while the graph's
+  // inputs and outputs stay NCHW (optimize/to_channels_last.h; needs `optimize`), "nchw" keeps
+  // the model's layout, "auto" picks NHWC on the GPU (cuDNN's tensor-core kernels want it) and
+  // NCHW on the CPU (oneDNN chooses its own blocked layout inside each convolution).
+  std::string layout = "auto";
 };
 
 struct BuildReport {

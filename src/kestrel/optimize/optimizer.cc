@@ -6,6 +6,7 @@
 #include "kestrel/optimize/fold_constants.h"
 #include "kestrel/optimize/fuse_conv_activation.h"
 #include "kestrel/optimize/fuse_conv_batchnorm.h"
+#include "kestrel/optimize/to_channels_last.h"
 
 namespace kestrel::optimize {
 
@@ -33,6 +34,10 @@ StatusOr<OptimizeReport> optimize_graph(ir::Graph& graph, ir::NodeEvaluator& eva
     KS_RETURN_IF_ERROR(record("fuse_conv_activation", fuse_conv_activation(graph)));
     KS_RETURN_IF_ERROR(ir::annotate_symbolic_shapes(graph, &evaluator));
     KS_RETURN_IF_ERROR(record("fuse_conv_residual", fuse_conv_residual(graph)));
+  }
+  if (options.channels_last) {
+    KS_RETURN_IF_ERROR(ir::annotate_symbolic_shapes(graph, &evaluator));
+    KS_RETURN_IF_ERROR(record("to_channels_last", to_channels_last(graph)));
   }
   KS_RETURN_IF_ERROR(ir::annotate_symbolic_shapes(graph, &evaluator));
   KS_RETURN_IF_ERROR(ir::verify_graph(graph, &evaluator));

@@ -4,6 +4,8 @@
 //   fuse_conv_batchnorm   BatchNormalization folded into the preceding Conv's weights
 //   fuse_conv_activation  Conv + activation (incl. SiLU) -> FusedConv
 //   fuse_conv_residual    FusedConv + Add of a same-shape tensor -> FusedConv with a residual input
+//   to_channels_last      (option channels_last) convolutional regions run NHWC, transposes at
+//                         their borders
 //
 // Every pass is a small rewrite in its own file with a before/after test (tests/optimize/). The
 // result verifies and computes the same function (checked on the real models in the tests).
@@ -24,6 +26,9 @@ struct OptimizeOptions {
   int64_t max_batch = 32;
   // Fusions on (off: only folding and dead-code removal, e.g. to debug a fusion).
   bool fuse = true;
+  // Run convolutions, pools and what lies between them channels-last (to_channels_last.h), after
+  // the fusions; the graph's inputs and outputs stay NCHW.
+  bool channels_last = false;
 };
 
 struct OptimizeReport {

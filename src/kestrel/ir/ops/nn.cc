@@ -8,6 +8,21 @@
 //
 // FLOPs count 2 per multiply-accumulate for Conv, ConvTranspose, Gemm and MatMul, one per window
 // element for the pools, and one per output element (the default) for the rest.
+//
+// Channels-last layouts (written by optimize/to_channels_last.h; not ONNX). FusedConv's
+// `channels_last` and MaxPool's / AveragePool's `kestrel_channels_last` (int, default 0) move the
+// channel axis of X, Y (and FusedConv's W and Z) innermost; the arithmetic, every other attribute
+// (kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, count_include_pad, group) and the
+// FLOPs are unchanged, and spatial attributes still list the spatial axes in order:
+//   NCHW (0)                         channels-last (1)
+//   X [N, C, D1, ..., Dn]            X [N, D1, ..., Dn, C]          (n = 1, 2 or 3)
+//   W [K, C/group, k1, ..., kn]      W [K, k1, ..., kn, C/group]    (FusedConv; "KRSC")
+//   B [K]                            B [K]
+//   Z, Y [N, K, O1, ..., On]         Z, Y [N, O1, ..., On, K]
+// that is, Y_last[n, o..., k] = Y_nchw[n, k, o...], computed from
+// X_nchw[n, c, d...] = X_last[n, d..., c] and W_nchw[k, c, r...] = W_last[k, r..., c]. With
+// group > 1, input channel c belongs to group c / (C/group) and output channel k to group
+// k / (K/group), as in ONNX. MaxPool's Indices output is not available channels-last.
 #include <fmt/ranges.h>
 
 #include <algorithm>
@@ -90,12 +105,13 @@ StatusOr<std::vector<int64_t>> spatial_ints(const InferContext& ctx, std::string
   return v;
 }
 
-// The input's rank and its number of spatial axes, checked: (N, C, D1, ..., Dn) with 1 <= n <= 3.
-StatusOr<size_t> spatial_axes(const InferContext& ctx) {
+// The input's rank and its number of spatial axes, checked: (N, C, D1, ..., Dn), or
+// (N, D1, ..., Dn, C) channels-last, with 1 <= n <= 3.
+StatusOr<size_t> spatial_axes(const InferContext& ctx, bool channels_last = false) {
   const Shape& x = ctx.input_shape(0);
   if (x.rank() < 3) {
-    return ctx.error("input must have shape (N, C, D1, ...) with at least one spatial axis, got {}",
-                     x);
+    return ctx.error("input must have shape {} with at least one spatial axis, got {}",
+                     channels_last ? "(N, D1, ..., C)" : "(N, C, D1, ...)", x);
   }
   if (x.rank() - 2 > kMaxSpatialAxes) {
     return ctx.unsupported("input {} has {} spatial axes; at most {} are supported", x,
@@ -117,8 +133,10 @@ struct WindowAxis {
 //                  end (SAME_UPPER) or at the beginning (SAME_LOWER)
 //   VALID:         no padding
 // For pools, the padding must be smaller than the window's extent, as onnxruntime requires.
+// The spatial axes of the input start at `first_spatial` (2, or 1 channels-last).
 StatusOr<std::vector<WindowAxis>> window_geometry(const InferContext& ctx,
-                                                  std::span<const int64_t> kernel, bool pool) {
+                                                  std::span<const int64_t> kernel, bool pool,
+                                                  size_t first_spatial = 2) {
   const Shape& x = ctx.input_shape(0);
   const size_t n = kernel.size();
   KS_ASSIGN_OR_RETURN(const AutoPad auto_pad, auto_pad_attribute(ctx));
@@ -135,7 +153,7 @@ StatusOr<std::vector<WindowAxis>> window_geometry(const InferContext& ctx,
   std::vector<WindowAxis> axes(n);
   for (size_t i = 0; i < n; ++i) {
     WindowAxis& a = axes[i];
-    a.in = x[2 + i];
+    a.in = x[first_spatial + i];
     a.kernel = kernel[i];
     a.stride = strides[i];
     a.dilation = dilations[i];
@@ -189,14 +207,16 @@ StatusOr<std::vector<WindowAxis>> window_geometry(const InferContext& ctx,
   return axes;
 }
 
-// The weights' spatial dimensions must not be empty, and kernel_shape, when given, must match them.
-Status check_kernel_shape(const InferContext& ctx, const Shape& w) {
-  if (std::any_of(w.begin() + 2, w.end(), [](int64_t d) { return d < 1; })) {
+// The weights' spatial dimensions (`spatial`, those of `w`) must not be empty, and kernel_shape,
+// when given, must match them.
+Status check_kernel_shape(const InferContext& ctx, const Shape& w,
+                          std::span<const int64_t> spatial_dims) {
+  if (std::any_of(spatial_dims.begin(), spatial_dims.end(), [](int64_t d) { return d < 1; })) {
     return ctx.error("weights {} have an empty spatial dimension", w);
   }
   if (!ctx.attrs().has("kernel_shape")) return Status();
   const std::vector<int64_t> k = ctx.attrs().get_ints("kernel_shape");
-  const std::vector<int64_t> spatial(w.begin() + 2, w.end());
+  const std::vector<int64_t> spatial(spatial_dims.begin(), spatial_dims.end());
   if (k != spatial) {
     return ctx.error("kernel_shape [{}] does not match the weights' shape {}", fmt::join(k, ","),
                      w);
@@ -215,44 +235,54 @@ Status check_bias(const InferContext& ctx, size_t i, int64_t channels) {
   return Status();
 }
 
+// Conv, and FusedConv with its `channels_last` attribute (0 for Conv, which does not have it).
 Status conv_rule(InferContext& ctx) {
   KS_RETURN_IF_ERROR(require_dtype<FloatTypes>(ctx, 0));
   KS_RETURN_IF_ERROR(require_same_dtype(ctx, 0, 1));
-  KS_ASSIGN_OR_RETURN(const size_t n, spatial_axes(ctx));
+  KS_RETURN_IF_ERROR(require_flag(ctx, "channels_last"));
+  const bool last = ctx.attrs().get_int("channels_last", 0) != 0;
+  KS_ASSIGN_OR_RETURN(const size_t n, spatial_axes(ctx, last));
   const Shape& x = ctx.input_shape(0);
   const Shape& w = ctx.input_shape(1);
   if (w.rank() != x.rank()) {
     return ctx.error("weights {} must have the input's rank {} (input {})", w, x.rank(), x);
   }
+  // X's and W's channel axis, and their first spatial axis.
+  const size_t channel_axis = last ? x.rank() - 1 : 1, first_spatial = last ? 1 : 2;
   const int64_t group = ctx.attrs().get_int("group", 1);
   if (group < 1) return ctx.error("group must be positive, got {}", group);
-  const int64_t channels = x[1], out_channels = w[0];
+  const int64_t channels = x[channel_axis], out_channels = w[0];
   if (channels % group != 0) {
     return ctx.error("input {} has {} channels, which group={} does not divide", x, channels,
                      group);
   }
-  if (w[1] != channels / group) {
+  if (w[channel_axis] != channels / group) {
     return ctx.error(
         "weights {} expect {} input channels per group, but input {} has {} channels in {} "
         "group(s), {} per group",
-        w, w[1], x, channels, group, channels / group);
+        w, w[channel_axis], x, channels, group, channels / group);
   }
   if (out_channels % group != 0) {
     return ctx.error("weights {} have {} output channels, which group={} does not divide", w,
                      out_channels, group);
   }
-  KS_RETURN_IF_ERROR(check_kernel_shape(ctx, w));
+  const std::span<const int64_t> kernel = std::span(w.dims()).subspan(first_spatial, n);
+  KS_RETURN_IF_ERROR(check_kernel_shape(ctx, w, kernel));
   KS_RETURN_IF_ERROR(check_bias(ctx, 2, out_channels));
   KS_ASSIGN_OR_RETURN(const std::vector<WindowAxis> axes,
-                      window_geometry(ctx, std::span(w.dims()).subspan(2), /*pool=*/false));
-  std::vector<int64_t> dims = {x[0], out_channels};
+                      window_geometry(ctx, kernel, /*pool=*/false, first_spatial));
+  std::vector<int64_t> dims = {x[0]};
+  if (!last) dims.push_back(out_channels);
   for (size_t i = 0; i < n; ++i) dims.push_back(axes[i].out);
+  if (last) dims.push_back(out_channels);
   ctx.set_output(0, ctx.input_dtype(0), Shape(std::move(dims)));
   return Status();
 }
 
 // Kestrel's FusedConv (produced by optimize/fuse_conv_activation.h): Conv's rule, plus an
-// optional residual input Z of the output's shape and type, and a known activation.
+// optional residual input Z of the output's shape and type, and a known activation:
+//   Y = activation(conv(X, W) + B) + Z
+// in either layout (`channels_last`, see the top of this file).
 Status fused_conv_rule(InferContext& ctx) {
   KS_RETURN_IF_ERROR(conv_rule(ctx));
   static const std::set<std::string, std::less<>> kActivations = {
@@ -263,14 +293,15 @@ Status fused_conv_rule(InferContext& ctx) {
     KS_RETURN_IF_ERROR(require_same_dtype(ctx, 0, 3));
     const Shape y(ctx.outputs()[0].dims);
     if (ctx.input_shape(3) != y) {
-      return ctx.error("residual input has shape {}, expected the output's {}",
-                       ctx.input_shape(3), y);
+      return ctx.error("residual input has shape {}, expected the output's {}", ctx.input_shape(3),
+                       y);
     }
   }
   return Status();
 }
 
-// Each output element is a dot product over C/group channels and the kernel window.
+// Each output element is a dot product over C/group channels and the kernel window: the product
+// of W's dimensions after the first, in either layout.
 int64_t conv_flops(const InferContext& ctx) {
   const Shape& w = ctx.input_shape(1);
   return saturating_product(
@@ -357,7 +388,7 @@ Status conv_transpose_rule(InferContext& ctx) {
   }
   const std::optional<int64_t> out_channels = checked_mul(w[1], group);
   if (!out_channels) return ctx.error("output channels {} x group {} overflow", w[1], group);
-  KS_RETURN_IF_ERROR(check_kernel_shape(ctx, w));
+  KS_RETURN_IF_ERROR(check_kernel_shape(ctx, w, std::span(w.dims()).subspan(2)));
   KS_RETURN_IF_ERROR(check_bias(ctx, 2, *out_channels));
   KS_ASSIGN_OR_RETURN(const std::vector<int64_t> spatial, conv_transpose_output(ctx, n));
   std::vector<int64_t> dims = {x[0], *out_channels};
@@ -385,14 +416,22 @@ Status pool_rule(InferContext& ctx) {
     KS_RETURN_IF_ERROR(require_flag(ctx, "count_include_pad"));
   }
   KS_RETURN_IF_ERROR(require_flag(ctx, "ceil_mode"));
-  KS_ASSIGN_OR_RETURN(const size_t n, spatial_axes(ctx));
+  KS_RETURN_IF_ERROR(require_flag(ctx, "kestrel_channels_last"));
+  const bool last = ctx.attrs().get_int("kestrel_channels_last", 0) != 0;
+  if (last && ctx.num_outputs() > 1) {
+    return ctx.error("the Indices output is not available with kestrel_channels_last=1");
+  }
+  KS_ASSIGN_OR_RETURN(const size_t n, spatial_axes(ctx, last));
   KS_ASSIGN_OR_RETURN(const std::vector<int64_t> kernel,
                       spatial_ints(ctx, "kernel_shape", n, 1, 1));
   KS_ASSIGN_OR_RETURN(const std::vector<WindowAxis> axes,
-                      window_geometry(ctx, kernel, /*pool=*/true));
+                      window_geometry(ctx, kernel, /*pool=*/true, last ? 1 : 2));
   const Shape& x = ctx.input_shape(0);
-  std::vector<int64_t> dims = {x[0], x[1]};
+  const int64_t channels = x[last ? x.rank() - 1 : 1];
+  std::vector<int64_t> dims = {x[0]};
+  if (!last) dims.push_back(channels);
   for (size_t i = 0; i < n; ++i) dims.push_back(axes[i].out);
+  if (last) dims.push_back(channels);
   ctx.set_output(0, ctx.input_dtype(0), Shape(dims));
   // MaxPool's optional Indices: flat positions in the input, int64.
   if (kMax && ctx.num_outputs() > 1) ctx.set_output(1, DType::kInt64, Shape(std::move(dims)));
@@ -695,19 +734,25 @@ std::vector<OpSchema> nn_op_schemas() {
                      with({{"group", A::kInt},
                            {"activation", A::kString},
                            {"activation_alpha", A::kFloat},
-                           {"activation_beta", A::kFloat}}),
+                           {"activation_beta", A::kFloat},
+                           {"channels_last", A::kInt}}),
                      conv_flops));
   s.push_back(
       schema("ConvTranspose", 2, 3, conv_transpose_rule,
              with({{"group", A::kInt}, {"output_padding", A::kInts}, {"output_shape", A::kInts}}),
              conv_transpose_flops));
-  OpSchema max_pool =
-      schema("MaxPool", 1, 1, pool_rule<true>,
-             with({{"ceil_mode", A::kInt}, {"storage_order", A::kInt}}, true), pool_flops);
+  OpSchema max_pool = schema(
+      "MaxPool", 1, 1, pool_rule<true>,
+      with({{"ceil_mode", A::kInt}, {"storage_order", A::kInt}, {"kestrel_channels_last", A::kInt}},
+           true),
+      pool_flops);
   max_pool.max_outputs = 2;
   s.push_back(std::move(max_pool));
   s.push_back(schema("AveragePool", 1, 1, pool_rule<false>,
-                     with({{"ceil_mode", A::kInt}, {"count_include_pad", A::kInt}}, true),
+                     with({{"ceil_mode", A::kInt},
+                           {"count_include_pad", A::kInt},
+                           {"kestrel_channels_last", A::kInt}},
+                          true),
                      pool_flops));
   s.push_back(schema("GlobalAveragePool", 1, 1, global_pool_rule<false>, {}, global_pool_flops));
   s.push_back(schema("GlobalMaxPool", 1, 1, global_pool_rule<true>, {}, global_pool_flops));

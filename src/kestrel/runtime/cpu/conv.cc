@@ -10,6 +10,9 @@
 // overhangs the padding); then each output channel accumulates weight * patch row into a double
 // row buffer. The innermost loop runs over output columns, contiguous for every stride, which is
 // what makes the reference fast enough to run YOLO models at 640x640.
+//
+// FusedConv with channels_last=1 (layout in ir/ops/nn.cc) is the same computation on channels-first
+// copies: X, W and Z have their channel axis moved to position 1, and the result's moved back.
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -17,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "kestrel/runtime/cpu/kernel_registry.h"
 #include "kestrel/runtime/activation.h"
+#include "kestrel/runtime/cpu/kernel_registry.h"
 #include "kestrel/runtime/cpu/kernel_util.h"
 
 namespace kestrel::runtime::cpu {
@@ -256,6 +259,60 @@ Status conv_transpose(const Attributes& attrs, KernelContext& ctx) {
   return Status();
 }
 
+// [N, C, S...] -> [N, S..., C] (to_last) or back: `out` receives `in` with its channel axis moved.
+// REQUIRES: out has the moved shape.
+template <typename T>
+void move_channels(const Tensor& in, Tensor& out, bool to_last) {
+  const Shape& s = in.shape();
+  const int64_t n = s[0], c = to_last ? s[1] : s[s.rank() - 1];
+  const int64_t inner = n == 0 || c == 0 ? 0 : in.num_elements() / (n * c);
+  const T* src = in.data<T>();
+  T* dst = out.data<T>();
+  for (int64_t b = 0; b < n; ++b) {
+    for (int64_t ch = 0; ch < c; ++ch) {
+      for (int64_t i = 0; i < inner; ++i) {
+        const int64_t first = (b * c + ch) * inner + i, last = (b * inner + i) * c + ch;
+        dst[to_last ? last : first] = src[to_last ? first : last];
+      }
+    }
+  }
+}
+
+// The shape of `s` with its last axis moved to position 1.
+Shape channels_first_shape(const Shape& s) {
+  std::vector<int64_t> dims = s.vec();
+  std::rotate(dims.begin() + 1, dims.end() - 1, dims.end());
+  return Shape(std::move(dims));
+}
+
+// Runs `f` on a context whose inputs `channel_inputs` and output 0 are channels-first copies of
+// ctx's channels-last ones (other inputs shared), then moves the result's channels last into ctx's
+// output 0.
+template <typename T, typename F>
+Status run_channels_first(KernelContext& ctx, std::initializer_list<size_t> channel_inputs, F f) {
+  std::vector<Tensor> inputs(ctx.num_inputs());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (!ctx.has_input(i)) continue;
+    const Tensor& in = ctx.input(i);
+    if (std::find(channel_inputs.begin(), channel_inputs.end(), i) == channel_inputs.end()) {
+      inputs[i] = in;
+      continue;
+    }
+    if (in.rank() < 2) return invalid_argument("input {} {} has no channel axis", i, in.shape());
+    KS_ASSIGN_OR_RETURN(inputs[i], Tensor::allocate(in.dtype(), channels_first_shape(in.shape())));
+    move_channels<T>(in, inputs[i], /*to_last=*/false);
+  }
+  Tensor& y = ctx.output(0);
+  std::vector<Tensor> outputs(1);
+  KS_ASSIGN_OR_RETURN(outputs[0], Tensor::allocate(y.dtype(), channels_first_shape(y.shape())));
+  KernelContext inner(inputs, outputs, [](DType dtype, const Shape& shape) {
+    return Tensor::allocate(dtype, shape);
+  });
+  KS_RETURN_IF_ERROR(f(inner));
+  move_channels<T>(outputs[0], y, /*to_last=*/true);
+  return Status();
+}
+
 template <bool kTranspose>
 StatusOr<std::unique_ptr<Kernel>> create(const KernelDef& def) {
   if (!dtype_in<FloatTypes>(def.input_dtypes[0])) {
@@ -272,18 +329,21 @@ StatusOr<std::unique_ptr<Kernel>> create(const KernelDef& def) {
 }
 
 // Kestrel's FusedConv: the reference convolution with the activation and residual applied to the
-// double accumulator.
+// double accumulator; channels-last through channels-first copies of X, W, Z and Y.
 StatusOr<std::unique_ptr<Kernel>> create_fused(const KernelDef& def) {
   if (!dtype_in<FloatTypes>(def.input_dtypes[0])) {
     return unimplemented("{}: no CPU kernel for {}", def.describe(), def.input_dtypes[0]);
   }
   KS_ASSIGN_OR_RETURN(const ActivationSpec activation, parse_activation(def.attrs));
-  return make_kernel([attrs = def.attrs, activation](KernelContext& ctx) -> Status {
+  const bool channels_last = def.attrs.get_int("channels_last", 0) != 0;
+  return make_kernel([attrs = def.attrs, activation, channels_last](KernelContext& ctx) -> Status {
     if (ctx.input(0).rank() < 3 || ctx.input(0).rank() > 5) {
       return unimplemented("{} spatial axes are not supported", ctx.input(0).rank() - 2);
     }
     return dispatch_dtype<FloatTypes>(ctx.input(0).dtype(), [&]<typename T>(TypeTag<T>) {
-      return conv<T>(attrs, ctx, activation);
+      if (!channels_last) return conv<T>(attrs, ctx, activation);
+      return run_channels_first<T>(
+          ctx, {0, 1, 3}, [&](KernelContext& inner) { return conv<T>(attrs, inner, activation); });
     });
   });
 }

@@ -5,6 +5,9 @@
 // Every window visits only its taps inside the input, computed per axis, so the work is bounded by
 // the input whatever the attributes say. Maxima propagate NaN (the first NaN of a window wins), as
 // numpy.max and PyTorch do; averages are summed in double and rounded once.
+//
+// MaxPool and AveragePool with kestrel_channels_last=1 (layout in ir/ops/nn.cc) are the same
+// computation on a channels-first copy of X, whose result's channels are moved back last.
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -204,6 +207,53 @@ Status global_pool(KernelContext& ctx) {
   return Status();
 }
 
+// [N, C, S...] -> [N, S..., C] (to_last) or back: `out` receives `in` with its channel axis moved.
+// REQUIRES: out has the moved shape.
+template <typename T>
+void move_channels(const Tensor& in, Tensor& out, bool to_last) {
+  const Shape& s = in.shape();
+  const int64_t n = s[0], c = to_last ? s[1] : s[s.rank() - 1];
+  const int64_t inner = n == 0 || c == 0 ? 0 : in.num_elements() / (n * c);
+  const T* src = in.data<T>();
+  T* dst = out.data<T>();
+  for (int64_t b = 0; b < n; ++b) {
+    for (int64_t ch = 0; ch < c; ++ch) {
+      for (int64_t i = 0; i < inner; ++i) {
+        const int64_t first = (b * c + ch) * inner + i, last = (b * inner + i) * c + ch;
+        dst[to_last ? last : first] = src[to_last ? first : last];
+      }
+    }
+  }
+}
+
+// The shape of `s` with its last axis moved to position 1.
+Shape channels_first_shape(const Shape& s) {
+  std::vector<int64_t> dims = s.vec();
+  std::rotate(dims.begin() + 1, dims.end() - 1, dims.end());
+  return Shape(std::move(dims));
+}
+
+// Runs `f` on a context holding channels-first copies of ctx's channels-last input 0 and output 0,
+// then moves the result's channels last into ctx's output 0.
+template <typename T, typename F>
+Status run_channels_first(KernelContext& ctx, F f) {
+  if (ctx.num_outputs() != 1) {
+    return invalid_argument("the Indices output is not available with kestrel_channels_last=1");
+  }
+  const Tensor& x = ctx.input(0);
+  Tensor& y = ctx.output(0);
+  std::vector<Tensor> inputs(1), outputs(1);
+  KS_ASSIGN_OR_RETURN(inputs[0], Tensor::allocate(x.dtype(), channels_first_shape(x.shape())));
+  move_channels<T>(x, inputs[0], /*to_last=*/false);
+  KS_ASSIGN_OR_RETURN(outputs[0], Tensor::allocate(y.dtype(), channels_first_shape(y.shape())));
+  KernelContext inner(inputs, outputs, [](DType dtype, const Shape& shape) {
+    return Tensor::allocate(dtype, shape);
+  });
+  KS_RETURN_IF_ERROR(f(inner));
+  move_channels<T>(outputs[0], y, /*to_last=*/true);
+  return Status();
+}
+
 using MaxPoolTypes = TypeList<float, double, Half, BFloat16, int8_t, uint8_t>;
 
 template <typename List, typename F>
@@ -211,12 +261,16 @@ StatusOr<std::unique_ptr<Kernel>> create(const KernelDef& def, F run) {
   if (!dtype_in<List>(def.input_dtypes[0])) {
     return unimplemented("{}: no CPU kernel for {}", def.describe(), def.input_dtypes[0]);
   }
-  return make_kernel([attrs = def.attrs, run](KernelContext& ctx) -> Status {
+  const bool channels_last = def.attrs.get_int("kestrel_channels_last", 0) != 0;
+  return make_kernel([attrs = def.attrs, run, channels_last](KernelContext& ctx) -> Status {
     if (ctx.input(0).rank() > 5) {
       return unimplemented("{} spatial axes are not supported", ctx.input(0).rank() - 2);
     }
-    return dispatch_dtype<List>(ctx.input(0).dtype(),
-                                [&]<typename T>(TypeTag<T> tag) { return run(tag, attrs, ctx); });
+    return dispatch_dtype<List>(ctx.input(0).dtype(), [&]<typename T>(TypeTag<T> tag) {
+      if (!channels_last) return run(tag, attrs, ctx);
+      return run_channels_first<T>(ctx,
+                                   [&](KernelContext& inner) { return run(tag, attrs, inner); });
+    });
   });
 }
 
