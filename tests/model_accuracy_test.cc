@@ -2,14 +2,14 @@
 // (../shared/reference): the reference kernels (the oracle) and the fast (oneDNN) path must both
 // reproduce it with relative L2 error below 1e-5, at batch 1 and, for the fixed-batch export after
 // re-batching, at batch 4. Skips with a message when ../shared is absent.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <string>
-
-#include <fmt/format.h>
-#include <gtest/gtest.h>
 
 #include "kestrel/base/npy.h"
 #include "kestrel/engine/builder.h"
@@ -28,8 +28,8 @@ fs::path shared_dir() {
   return dir ? fs::path(dir) : fs::path("../shared");
 }
 
-#define REQUIRE_SHARED()                                                                   \
-  if (!fs::exists(shared_dir() / "reference" / "bus_output.npy")) {                        \
+#define REQUIRE_SHARED()                                                                  \
+  if (!fs::exists(shared_dir() / "reference" / "bus_output.npy")) {                       \
     GTEST_SKIP() << "needs ../shared (models and reference outputs); set KESTREL_SHARED"; \
   }
 
@@ -48,8 +48,8 @@ Tensor to_model_input(const Tensor& hwc) {
 // Images stacked along the batch dimension.
 Tensor stack(const std::vector<Tensor>& images) {
   const Shape& one = images[0].shape();
-  Tensor out = Tensor::allocate(images[0].dtype(), Shape{static_cast<int64_t>(images.size()), one[1],
-                                                         one[2], one[3]})
+  Tensor out = Tensor::allocate(images[0].dtype(),
+                                Shape{static_cast<int64_t>(images.size()), one[1], one[2], one[3]})
                    .value();
   for (size_t i = 0; i < images.size(); ++i) {
     std::memcpy(static_cast<char*>(out.raw_data()) + i * images[i].nbytes(), images[i].raw_data(),
@@ -110,7 +110,8 @@ TEST_P(YoloAccuracyTest, DynamicExportMatchesTheFloat64ReferenceOnBus) {
   const bool reference = GetParam();
   auto e = load("yolov5n.onnx", reference);
   ASSERT_TRUE(e);
-  const Tensor bus = to_model_input(read_npy((shared_dir() / "reference/bus_input_rgb_u8.npy").string()).value());
+  const Tensor bus =
+      to_model_input(read_npy((shared_dir() / "reference/bus_input_rgb_u8.npy").string()).value());
   const Tensor want = read_npy((shared_dir() / "reference/bus_output.npy").string()).value();
   const Tensor got = run_one(*e, bus);
   ASSERT_TRUE(got.defined());
@@ -122,9 +123,10 @@ TEST_P(YoloAccuracyTest, DynamicExportMatchesTheFloat64ReferenceOnBus) {
 TEST_P(YoloAccuracyTest, FixedBatchExportMatchesAtBatchOneAndAfterRebatchingToFour) {
   REQUIRE_SHARED();
   const bool reference = GetParam();
-  const Tensor bus = to_model_input(read_npy((shared_dir() / "reference/bus_input_rgb_u8.npy").string()).value());
-  const Tensor zidane =
-      to_model_input(read_npy((shared_dir() / "reference/zidane_input_rgb_u8.npy").string()).value());
+  const Tensor bus =
+      to_model_input(read_npy((shared_dir() / "reference/bus_input_rgb_u8.npy").string()).value());
+  const Tensor zidane = to_model_input(
+      read_npy((shared_dir() / "reference/zidane_input_rgb_u8.npy").string()).value());
   const Tensor want_bus = read_npy((shared_dir() / "reference/bus_output.npy").string()).value();
 
   auto fixed = load("yolov5n-b1-op12.onnx", reference);
@@ -235,23 +237,27 @@ TEST(ChannelsLastModelTest, YoloV5nInFloat16EqualsTheChannelsFirstEngine) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Kernels, YoloAccuracyTest, ::testing::Values(true, false),
-                         [](const ::testing::TestParamInfo<bool>& p) { return p.param ? "Reference" : "Fast"; });
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? "Reference" : "Fast";
+                         });
 
 TEST(Float16ModelTest, YoloV5sWithFloat16WeightsRunsAtAnyBatch) {
   REQUIRE_SHARED();
   auto e = load("yolov5s-randw-fp16.onnx", /*reference=*/false);
   ASSERT_TRUE(e);
-  const Tensor bus = to_model_input(read_npy((shared_dir() / "reference/bus_input_rgb_u8.npy").string()).value());
+  const Tensor bus =
+      to_model_input(read_npy((shared_dir() / "reference/bus_input_rgb_u8.npy").string()).value());
   Tensor half = Tensor::allocate(DType::kFloat16, Shape{2, 3, 640, 640}).value();
   const Tensor two = stack({bus, bus});
-  for (int64_t i = 0; i < two.num_elements(); ++i) half.data<Half>()[i] = Half(two.data<float>()[i]);
+  for (int64_t i = 0; i < two.num_elements(); ++i)
+    half.data<Half>()[i] = Half(two.data<float>()[i]);
   const Tensor out = run_one(*e, half);
   ASSERT_EQ(out.shape(), (Shape{2, 25200, 85}));
   EXPECT_EQ(out.dtype(), DType::kFloat16);
   // Random weights: the values mean nothing, but the two identical images agree exactly.
-  EXPECT_EQ(std::memcmp(slice_batch(out, 0).raw_data(), slice_batch(out, 1).raw_data(),
-                        out.nbytes() / 2),
-            0);
+  EXPECT_EQ(
+      std::memcmp(slice_batch(out, 0).raw_data(), slice_batch(out, 1).raw_data(), out.nbytes() / 2),
+      0);
 }
 
 }  // namespace

@@ -8,14 +8,14 @@
 // matches NaN); integers and booleans exactly.
 //
 //   onnx_conformance [--data DIR] [--filter SUBSTRING] [--verbose]
+#include <fmt/format.h>
+
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "kestrel/base/file.h"
 #include "kestrel/base/logging.h"
@@ -30,8 +30,8 @@ namespace {
 constexpr double kRtol = 1e-3;
 constexpr double kAtol = 1e-5;
 
-// Tests whose data is wrong in this version of ONNX's test data, with the reason. Each was checked by
-// hand; they are reported as unsupported, not passed.
+// Tests whose data is wrong in this version of ONNX's test data, with the reason. Each was checked
+// by hand; they are reported as unsupported, not passed.
 const std::string kBadLikeShape =
     "its data gives input 'like' shape [1] but the model declares [3,4] (ONNX 1.12 test data)";
 const std::map<std::string, std::string> kSkipped = {
@@ -70,7 +70,7 @@ Status compare(const Tensor& got, const Tensor& want, const std::string& what) {
   const std::vector<double> a = got.to_double_vector(), b = want.to_double_vector();
   const bool exact = !is_floating(got.dtype());
   for (size_t i = 0; i < a.size(); ++i) {
-    const bool ok = exact ? a[i] == b[i]
+    const bool ok = exact              ? a[i] == b[i]
                     : std::isnan(b[i]) ? std::isnan(a[i])
                     : std::isinf(b[i]) ? a[i] == b[i]
                                        : std::abs(a[i] - b[i]) <= kAtol + kRtol * std::abs(b[i]);
@@ -100,9 +100,9 @@ Status run_test(const fs::path& dir, bool reference) {
     input_names.push_back(v->name());
     input_types.push_back(v->dtype());
   }
-  KS_ASSIGN_OR_RETURN(
-      std::unique_ptr<engine::Engine> eng,
-      engine::Engine::create(std::move(graph), {.backend = "cpu", .cpu_reference_only = reference}));
+  KS_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> eng,
+                      engine::Engine::create(std::move(graph),
+                                             {.backend = "cpu", .cpu_reference_only = reference}));
   for (const fs::path& set : sorted_files(dir, "test_data_set_")) {
     std::map<std::string, Tensor> inputs;
     const std::vector<fs::path> input_files = sorted_files(set, "input_");
@@ -125,8 +125,8 @@ Status run_test(const fs::path& dir, bool reference) {
       KS_ASSIGN_OR_RETURN(std::string bytes, read_file(output_files[i].string()));
       KS_ASSIGN_OR_RETURN(Tensor want, onnx::parse_tensor_proto(bytes));
       want = as_declared(want, outputs[i].dtype());
-      KS_RETURN_IF_ERROR(compare(outputs[i], want,
-                                 fmt::format("{}/output_{}", set.filename().string(), i)));
+      KS_RETURN_IF_ERROR(
+          compare(outputs[i], want, fmt::format("{}/output_{}", set.filename().string(), i)));
     }
   }
   return Status();
@@ -140,11 +140,15 @@ int main(int argc, char** argv) {
   bool verbose = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--data" && i + 1 < argc) data = argv[++i];
-    else if (arg == "--filter" && i + 1 < argc) filter = argv[++i];
-    else if (arg == "--verbose") verbose = true;
+    if (arg == "--data" && i + 1 < argc)
+      data = argv[++i];
+    else if (arg == "--filter" && i + 1 < argc)
+      filter = argv[++i];
+    else if (arg == "--verbose")
+      verbose = true;
     else {
-      std::fprintf(stderr, "usage: onnx_conformance [--data DIR] [--filter SUBSTRING] [--verbose]\n");
+      std::fprintf(stderr,
+                   "usage: onnx_conformance [--data DIR] [--filter SUBSTRING] [--verbose]\n");
       return 2;
     }
   }
@@ -184,13 +188,15 @@ int main(int argc, char** argv) {
       if (verbose) std::printf("PASS  %s\n", name.c_str());
     } else if (status.code() == StatusCode::kUnimplemented) {
       ++unsupported;
-      if (verbose) std::printf("UNSUP %s: %s\n", name.c_str(), std::string(status.message()).c_str());
+      if (verbose)
+        std::printf("UNSUP %s: %s\n", name.c_str(), std::string(status.message()).c_str());
       // Group by the part of the message after the node name for the summary.
       std::string reason(status.message());
       if (const size_t colon = reason.rfind(": "); colon != std::string::npos) {
         reason = reason.substr(colon + 2);
       }
-      if (const size_t node = reason.find(" (node "); node != std::string::npos) reason.resize(node);
+      if (const size_t node = reason.find(" (node "); node != std::string::npos)
+        reason.resize(node);
       reasons[reason]++;
     } else {
       ++failed;

@@ -60,9 +60,10 @@ inline StatusOr<std::vector<Tensor>> run_op(const std::string& op_type,
   }
   ir::Node* n = g->add_node(op_type, in, options.num_outputs, attributes, "op");
   for (ir::Value* out : n->outputs()) g->add_output(out);
-  KS_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> e,
-                      engine::Engine::create(std::move(g), {.backend = "cpu",
-                                                            .cpu_reference_only = options.reference}));
+  KS_ASSIGN_OR_RETURN(
+      std::unique_ptr<engine::Engine> e,
+      engine::Engine::create(std::move(g),
+                             {.backend = "cpu", .cpu_reference_only = options.reference}));
   return e->run(feeds);
 }
 

@@ -18,8 +18,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return true;
   }();
   (void)init;
-  auto graph = kestrel::onnx::import_model(
-      std::string_view(reinterpret_cast<const char*>(data), size), "");
+  auto graph =
+      kestrel::onnx::import_model(std::string_view(reinterpret_cast<const char*>(data), size), "");
   if (!graph.ok()) return 0;
   auto engine = kestrel::engine::Engine::create(std::move(graph).value(),
                                                 {.backend = "cpu", .cpu_reference_only = true});

@@ -6,16 +6,17 @@
 // Perf mode: `cuda_ops_test --perf` times every case on the GPU instead (median of repeated runs,
 // shape inference and stream-ordered allocation included) and prints a table.
 //
-// Skips with a message when no GPU is present (CI): scripts/gpu-check.sh runs it on the GPU machine.
+// Skips with a message when no GPU is present (CI): scripts/gpu-check.sh runs it on the GPU
+// machine.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <random>
 #include <tuple>
-
-#include <fmt/format.h>
-#include <gtest/gtest.h>
 
 #include "kestrel/engine/node_runner.h"
 #include "kestrel/ir/graph.h"
@@ -24,9 +25,7 @@
 #include "kestrel/runtime/cuda/cuda_backend.h"
 
 namespace kestrel {
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 // Set by gpu_main.cc from --perf.
 bool g_perf = false;
@@ -38,12 +37,12 @@ using ints = std::vector<int64_t>;
 struct OpCase {
   std::string name;
   std::string op;
-  std::vector<Shape> shapes;            // one per input; an empty vector rank marks "omitted"
+  std::vector<Shape> shapes;  // one per input; an empty vector rank marks "omitted"
   Attributes attrs;
-  std::vector<size_t> constants = {};   // inputs that are graph constants (weights)
+  std::vector<size_t> constants = {};  // inputs that are graph constants (weights)
   size_t outputs = 1;
-  std::vector<Tensor> fixed = {};       // inputs given explicitly (index-aligned; undefined: random)
-  bool positive = false;                // random inputs in (0.1, 2) instead of (-2, 2)
+  std::vector<Tensor> fixed = {};  // inputs given explicitly (index-aligned; undefined: random)
+  bool positive = false;           // random inputs in (0.1, 2) instead of (-2, 2)
 };
 
 Attributes attrs(std::initializer_list<std::pair<std::string, AttributeValue>> list) {
@@ -58,8 +57,10 @@ Tensor random_tensor(const Shape& shape, DType dtype, std::mt19937& rng, bool po
   for (int64_t i = 0; i < t.num_elements(); ++i) {
     float v = dist(rng);
     if (std::abs(v) < 1e-3f) v = 0.5f;  // never zero
-    if (dtype == DType::kFloat32) t.data<float>()[i] = v;
-    else t.data<Half>()[i] = Half(v);
+    if (dtype == DType::kFloat32)
+      t.data<float>()[i] = v;
+    else
+      t.data<Half>()[i] = Half(v);
   }
   return t;
 }
@@ -88,8 +89,8 @@ struct OpRun {
 };
 
 // Runs the node on `backend`: inputs go to its device (value inputs stay on the host).
-StatusOr<OpRun> run_on(runtime::Backend& backend, const OpCase& c, const std::vector<Tensor>& inputs,
-                     int repeats) {
+StatusOr<OpRun> run_on(runtime::Backend& backend, const OpCase& c,
+                       const std::vector<Tensor>& inputs, int repeats) {
   ir::Graph g;
   const ir::Node* node = build(g, c, inputs);
   std::vector<DType> in_types, out_types;
@@ -125,7 +126,8 @@ StatusOr<OpRun> run_on(runtime::Backend& backend, const OpCase& c, const std::ve
     KS_ASSIGN_OR_RETURN(outs, engine::run_node(*node, *kernel, backend, device_inputs));
     KS_RETURN_IF_ERROR(backend.synchronize());
     times.push_back(
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+            .count());
   }
   std::sort(times.begin(), times.end());
   run.median_ms = times[times.size() / 2];
@@ -165,45 +167,86 @@ std::vector<OpCase> all_cases() {
   for (const char* op : {"Log", "Sqrt"}) cases.push_back({op, op, {t4}, {}, {}, 1, {}, true});
   cases.push_back({"Clip", "Clip", {t4, Shape{}, Shape{}}, {}, {1, 2}});
   const std::vector<std::pair<Shape, Shape>> broadcasts = {
-      {t4, t4}, {Shape{2, 3, 4, 5}, Shape{3, 1, 1}}, {Shape{2, 3, 4, 5}, Shape{}},
-      {Shape{1, 3, 1, 5}, Shape{2, 1, 4, 1}}, {Shape{1, 3, 80, 80, 2}, Shape{2, 3, 80, 80, 2}}};
+      {t4, t4},
+      {Shape{2, 3, 4, 5}, Shape{3, 1, 1}},
+      {Shape{2, 3, 4, 5}, Shape{}},
+      {Shape{1, 3, 1, 5}, Shape{2, 1, 4, 1}},
+      {Shape{1, 3, 80, 80, 2}, Shape{2, 3, 80, 80, 2}}};
   for (const char* op : {"Add", "Sub", "Mul", "Div", "Min", "Max"}) {
     for (const auto& [a, b] : broadcasts) {
       cases.push_back({fmt::format("{} {}x{}", op, a.to_string(), b.to_string()), op, {a, b}, {}});
     }
   }
   cases.push_back({"Pow", "Pow", {t4, t4}, {}, {}, 1, {}, true});
-  cases.push_back({"Transpose 4-D", "Transpose", {Shape{2, 3, 4, 5}}, attrs({{"perm", ints{0, 2, 3, 1}}})});
-  cases.push_back({"Transpose YOLO head", "Transpose", {Shape{2, 3, 85, 20, 20}},
+  cases.push_back(
+      {"Transpose 4-D", "Transpose", {Shape{2, 3, 4, 5}}, attrs({{"perm", ints{0, 2, 3, 1}}})});
+  cases.push_back({"Transpose YOLO head",
+                   "Transpose",
+                   {Shape{2, 3, 85, 20, 20}},
                    attrs({{"perm", ints{0, 1, 3, 4, 2}}})});
-  cases.push_back({"Concat axis 1", "Concat", {Shape{2, 3, 8, 8}, Shape{2, 5, 8, 8}, Shape{2, 1, 8, 8}},
+  cases.push_back({"Concat axis 1",
+                   "Concat",
+                   {Shape{2, 3, 8, 8}, Shape{2, 5, 8, 8}, Shape{2, 1, 8, 8}},
                    attrs({{"axis", int64_t{1}}})});
-  cases.push_back({"Concat axis -1", "Concat", {Shape{2, 4, 3}, Shape{2, 4, 5}},
+  cases.push_back({"Concat axis -1",
+                   "Concat",
+                   {Shape{2, 4, 3}, Shape{2, 4, 5}},
                    attrs({{"axis", int64_t{-1}}})});
-  cases.push_back({"Split YOLO head", "Split", {Shape{2, 3, 20, 20, 85}, Shape{3}},
-                   attrs({{"axis", int64_t{4}}}), {1}, 3,
+  cases.push_back({"Split YOLO head",
+                   "Split",
+                   {Shape{2, 3, 20, 20, 85}, Shape{3}},
+                   attrs({{"axis", int64_t{4}}}),
+                   {1},
+                   3,
                    {Tensor(), Tensor::from_vector<int64_t>({3}, {2, 2, 81})}});
-  cases.push_back({"Expand", "Expand", {Shape{3, 1}, Shape{3}}, {}, {1}, 1,
+  cases.push_back({"Expand",
+                   "Expand",
+                   {Shape{3, 1}, Shape{3}},
+                   {},
+                   {1},
+                   1,
                    {Tensor(), Tensor::from_vector<int64_t>({3}, {2, 3, 4})}});
-  cases.push_back({"Reshape", "Reshape", {Shape{2, 3, 4, 5}, Shape{2}}, {}, {1}, 1,
+  cases.push_back({"Reshape",
+                   "Reshape",
+                   {Shape{2, 3, 4, 5}, Shape{2}},
+                   {},
+                   {1},
+                   1,
                    {Tensor(), Tensor::from_vector<int64_t>({2}, {2, 60})}});
-  cases.push_back({"MaxPool SPPF 5x5", "MaxPool", {Shape{2, 8, 20, 20}},
-                   attrs({{"kernel_shape", ints{5, 5}}, {"pads", ints{2, 2, 2, 2}},
-                          {"strides", ints{1, 1}}})});
-  cases.push_back({"MaxPool 3x3/2 ceil", "MaxPool", {Shape{1, 4, 15, 15}},
-                   attrs({{"kernel_shape", ints{3, 3}}, {"pads", ints{1, 1, 1, 1}},
-                          {"strides", ints{2, 2}}, {"ceil_mode", int64_t{1}}})});
-  cases.push_back({"AveragePool count pads", "AveragePool", {Shape{1, 4, 9, 9}},
-                   attrs({{"kernel_shape", ints{3, 3}}, {"pads", ints{1, 1, 1, 1}},
+  cases.push_back(
+      {"MaxPool SPPF 5x5",
+       "MaxPool",
+       {Shape{2, 8, 20, 20}},
+       attrs({{"kernel_shape", ints{5, 5}}, {"pads", ints{2, 2, 2, 2}}, {"strides", ints{1, 1}}})});
+  cases.push_back({"MaxPool 3x3/2 ceil",
+                   "MaxPool",
+                   {Shape{1, 4, 15, 15}},
+                   attrs({{"kernel_shape", ints{3, 3}},
+                          {"pads", ints{1, 1, 1, 1}},
+                          {"strides", ints{2, 2}},
+                          {"ceil_mode", int64_t{1}}})});
+  cases.push_back({"AveragePool count pads",
+                   "AveragePool",
+                   {Shape{1, 4, 9, 9}},
+                   attrs({{"kernel_shape", ints{3, 3}},
+                          {"pads", ints{1, 1, 1, 1}},
                           {"count_include_pad", int64_t{1}}})});
   cases.push_back({"GlobalAveragePool", "GlobalAveragePool", {Shape{2, 16, 7, 9}}, {}});
-  cases.push_back({"Resize nearest x2", "Resize", {Shape{2, 4, 10, 10}, Shape{0}, Shape{4}},
+  cases.push_back({"Resize nearest x2",
+                   "Resize",
+                   {Shape{2, 4, 10, 10}, Shape{0}, Shape{4}},
                    attrs({{"mode", std::string("nearest")},
                           {"coordinate_transformation_mode", std::string("asymmetric")},
                           {"nearest_mode", std::string("floor")}}),
-                   {2}, 1, {Tensor(), Tensor(), Tensor::from_vector<float>({4}, {1, 1, 2, 2})}});
-  cases.push_back({"Resize nearest x1.5 half_pixel", "Resize", {Shape{1, 2, 8, 8}, Shape{0}, Shape{4}},
-                   attrs({{"mode", std::string("nearest")}}), {2}, 1,
+                   {2},
+                   1,
+                   {Tensor(), Tensor(), Tensor::from_vector<float>({4}, {1, 1, 2, 2})}});
+  cases.push_back({"Resize nearest x1.5 half_pixel",
+                   "Resize",
+                   {Shape{1, 2, 8, 8}, Shape{0}, Shape{4}},
+                   attrs({{"mode", std::string("nearest")}}),
+                   {2},
+                   1,
                    {Tensor(), Tensor(), Tensor::from_vector<float>({4}, {1, 1, 1.5f, 1.5f})}});
   struct ConvShape {
     std::string name;
@@ -222,24 +265,32 @@ std::vector<OpCase> all_cases() {
       {"dilated", {1, 8, 16, 16}, {8, 8, 3, 3}, {2, 2, 2, 2}, {1, 1}, 1, {2, 2}},
   };
   for (const ConvShape& s : convs) {
-    const Attributes a = attrs({{"pads", s.pads}, {"strides", s.strides}, {"group", s.group},
-                                {"dilations", s.dilations}});
+    const Attributes a = attrs(
+        {{"pads", s.pads}, {"strides", s.strides}, {"group", s.group}, {"dilations", s.dilations}});
     cases.push_back({"Conv " + s.name, "Conv", {s.x, s.w, Shape{s.w[0]}}, a, {1, 2}});
     cases.push_back({"Conv " + s.name + " no bias", "Conv", {s.x, s.w}, a, {1}});
   }
   // FusedConv: every activation, with and without a residual input.
   const Shape fx{2, 16, 20, 20}, fw{16, 16, 3, 3};
   const std::vector<std::tuple<std::string, float, float>> activations = {
-      {"Silu", 0.f, 0.f},        {"Relu", 0.f, 0.f},     {"LeakyRelu", 0.1f, 0.f},
-      {"Sigmoid", 0.f, 0.f},     {"HardSwish", 0.f, 0.f}, {"HardSigmoid", 0.2f, 0.5f},
-      {"Clip", -0.5f, 0.7f},     {"", 0.f, 0.f}};
+      {"Silu", 0.f, 0.f},    {"Relu", 0.f, 0.f},      {"LeakyRelu", 0.1f, 0.f},
+      {"Sigmoid", 0.f, 0.f}, {"HardSwish", 0.f, 0.f}, {"HardSigmoid", 0.2f, 0.5f},
+      {"Clip", -0.5f, 0.7f}, {"", 0.f, 0.f}};
   for (const auto& [act, alpha, beta] : activations) {
-    const Attributes a = attrs({{"pads", ints{1, 1, 1, 1}}, {"activation", act},
-                                {"activation_alpha", alpha}, {"activation_beta", beta}});
-    cases.push_back({"FusedConv " + (act.empty() ? std::string("none") : act), "FusedConv",
-                     {fx, fw, Shape{16}}, a, {1, 2}});
+    const Attributes a = attrs({{"pads", ints{1, 1, 1, 1}},
+                                {"activation", act},
+                                {"activation_alpha", alpha},
+                                {"activation_beta", beta}});
+    cases.push_back({"FusedConv " + (act.empty() ? std::string("none") : act),
+                     "FusedConv",
+                     {fx, fw, Shape{16}},
+                     a,
+                     {1, 2}});
     cases.push_back({"FusedConv " + (act.empty() ? std::string("none") : act) + " + residual",
-                     "FusedConv", {fx, fw, Shape{16}, Shape{2, 16, 20, 20}}, a, {1, 2}});
+                     "FusedConv",
+                     {fx, fw, Shape{16}, Shape{2, 16, 20, 20}},
+                     a,
+                     {1, 2}});
   }
   return cases;
 }
@@ -257,14 +308,18 @@ TEST_P(CudaOpsTest, EveryKernelMatchesTheCpuReference) {
   for (const OpCase& c : all_cases()) {
     std::vector<Tensor> inputs;
     for (size_t i = 0; i < c.shapes.size(); ++i) {
-      if (i < c.fixed.size() && c.fixed[i].defined()) inputs.push_back(c.fixed[i]);
-      else if (c.op == "Resize" && i == 1) inputs.push_back(Tensor());  // omitted roi
-      else inputs.push_back(random_tensor(c.shapes[i], dtype, rng, c.positive));
+      if (i < c.fixed.size() && c.fixed[i].defined())
+        inputs.push_back(c.fixed[i]);
+      else if (c.op == "Resize" && i == 1)
+        inputs.push_back(Tensor());  // omitted roi
+      else
+        inputs.push_back(random_tensor(c.shapes[i], dtype, rng, c.positive));
     }
     if (c.op == "Clip") {  // min < max, in the input's type
       inputs[1] = random_tensor(Shape{}, dtype, rng, false);
       inputs[2] = random_tensor(Shape{}, dtype, rng, false);
-      if (inputs[1].to_double_vector()[0] > inputs[2].to_double_vector()[0]) std::swap(inputs[1], inputs[2]);
+      if (inputs[1].to_double_vector()[0] > inputs[2].to_double_vector()[0])
+        std::swap(inputs[1], inputs[2]);
     }
     const std::string label = fmt::format("{} ({})", c.name, dtype_name(dtype));
     StatusOr<OpRun> want = run_on(*cpu, c, inputs, 1);
@@ -275,7 +330,8 @@ TEST_P(CudaOpsTest, EveryKernelMatchesTheCpuReference) {
     for (size_t k = 0; k < got->outputs.size(); ++k) {
       ASSERT_EQ(got->outputs[k].shape(), want->outputs[k].shape()) << label;
       ASSERT_EQ(got->outputs[k].dtype(), want->outputs[k].dtype()) << label;
-      EXPECT_LT(relative_l2(got->outputs[k], want->outputs[k]), tolerance) << label << " output " << k;
+      EXPECT_LT(relative_l2(got->outputs[k], want->outputs[k]), tolerance)
+          << label << " output " << k;
     }
     if (g_perf) fmt::print("{:<44} {:>10.4f}\n", label, got->median_ms);
   }
@@ -288,4 +344,3 @@ INSTANTIATE_TEST_SUITE_P(Types, CudaOpsTest, ::testing::Values(DType::kFloat32, 
 
 }  // namespace
 }  // namespace kestrel
-

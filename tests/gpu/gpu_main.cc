@@ -1,7 +1,7 @@
 // main() of gpu_tests: GoogleTest plus `--perf`, which switches the op harness to timing.
-#include <string>
-
 #include <gtest/gtest.h>
+
+#include <string>
 
 namespace kestrel {
 extern bool g_perf;

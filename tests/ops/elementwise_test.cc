@@ -1,8 +1,8 @@
 // Edge cases of the elementwise operators beyond ONNX's node tests.
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <limits>
-
-#include <gtest/gtest.h>
 
 #include "op_test_util.h"
 

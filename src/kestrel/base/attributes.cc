@@ -4,13 +4,20 @@ namespace kestrel {
 
 std::string_view attribute_type_name(AttributeType type) {
   switch (type) {
-    case AttributeType::kInt: return "int";
-    case AttributeType::kFloat: return "float";
-    case AttributeType::kString: return "string";
-    case AttributeType::kTensor: return "tensor";
-    case AttributeType::kInts: return "ints";
-    case AttributeType::kFloats: return "floats";
-    case AttributeType::kStrings: return "strings";
+    case AttributeType::kInt:
+      return "int";
+    case AttributeType::kFloat:
+      return "float";
+    case AttributeType::kString:
+      return "string";
+    case AttributeType::kTensor:
+      return "tensor";
+    case AttributeType::kInts:
+      return "ints";
+    case AttributeType::kFloats:
+      return "floats";
+    case AttributeType::kStrings:
+      return "strings";
   }
   return "unknown";
 }
@@ -52,7 +59,8 @@ std::vector<int64_t> Attributes::get_ints(std::string_view name,
                                           std::vector<int64_t> fallback) const {
   return get_or<std::vector<int64_t>>(*this, name, std::move(fallback));
 }
-std::vector<float> Attributes::get_floats(std::string_view name, std::vector<float> fallback) const {
+std::vector<float> Attributes::get_floats(std::string_view name,
+                                          std::vector<float> fallback) const {
   return get_or<std::vector<float>>(*this, name, std::move(fallback));
 }
 std::vector<std::string> Attributes::get_strings(std::string_view name,

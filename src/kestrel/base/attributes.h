@@ -1,8 +1,9 @@
 // Attributes: the named, typed parameters of an operator (Conv's strides, Cast's `to`, ...).
 //
 // Values are checked against the operator's schema when a graph is verified (ir/op_schema.h), so
-// kernels read them with plain getters that take the default the operator specifies; a getter called
-// with the wrong type returns that default and is a programming error caught by the verifier tests.
+// kernels read them with plain getters that take the default the operator specifies; a getter
+// called with the wrong type returns that default and is a programming error caught by the verifier
+// tests.
 #pragma once
 
 #include <cstdint>

@@ -12,7 +12,8 @@ namespace kestrel {
 StatusOr<std::string> read_file(const std::string& path, uint64_t max_bytes) {
   std::error_code ec;
   const auto status = std::filesystem::status(path, ec);
-  if (ec || !std::filesystem::exists(status)) return not_found("cannot open '{}': no such file", path);
+  if (ec || !std::filesystem::exists(status))
+    return not_found("cannot open '{}': no such file", path);
   if (std::filesystem::is_directory(status)) return invalid_argument("'{}' is a directory", path);
   std::ifstream in(path, std::ios::binary);
   if (!in) return not_found("cannot open '{}': {}", path, std::strerror(errno));

@@ -1,4 +1,5 @@
-// Half (IEEE 754 binary16) and BFloat16 storage types with exact, round-to-nearest-even conversions.
+// Half (IEEE 754 binary16) and BFloat16 storage types with exact, round-to-nearest-even
+// conversions.
 //
 // These are storage types: arithmetic happens in float. They convert to float implicitly and from
 // float explicitly, so templated kernels read `float x = in[i];` and write `out[i] = T(x);`.

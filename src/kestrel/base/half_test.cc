@@ -1,10 +1,10 @@
 #include "kestrel/base/half.h"
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <cstring>
 #include <limits>
-
-#include <gtest/gtest.h>
 
 namespace kestrel {
 namespace {
@@ -26,7 +26,7 @@ TEST(HalfTest, RoundsToNearestEven) {
   // 1 + 3*2^-11 is halfway between 1+2^-10 (odd) and 1+2^-9 (even).
   EXPECT_EQ(float_to_half_bits(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3c02);
   EXPECT_EQ(float_to_half_bits(65504.0f), 0x7bff);
-  EXPECT_EQ(float_to_half_bits(65520.0f), 0x7c00);  // rounds to infinity
+  EXPECT_EQ(float_to_half_bits(65520.0f), 0x7c00);               // rounds to infinity
   EXPECT_EQ(float_to_half_bits(std::ldexp(1.0f, -24)), 0x0001);  // smallest subnormal
   EXPECT_EQ(float_to_half_bits(std::ldexp(1.0f, -25)), 0x0000);  // tie to even: zero
   EXPECT_EQ(float_to_half_bits(-0.0f), 0x8000);
@@ -53,8 +53,8 @@ TEST(HalfTest, MatchesTheFloatConversionOfTheCpu) {
 TEST(BFloat16Test, RoundsToNearestEvenAndKeepsNan) {
   EXPECT_EQ(float_to_bfloat16_bits(1.0f), 0x3f80);
   EXPECT_EQ(bfloat16_bits_to_float(0x3f80), 1.0f);
-  EXPECT_TRUE(std::isnan(bfloat16_bits_to_float(
-      float_to_bfloat16_bits(std::numeric_limits<float>::quiet_NaN()))));
+  EXPECT_TRUE(std::isnan(
+      bfloat16_bits_to_float(float_to_bfloat16_bits(std::numeric_limits<float>::quiet_NaN()))));
 }
 
 }  // namespace

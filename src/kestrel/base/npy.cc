@@ -88,7 +88,8 @@ StatusOr<Tensor> parse_npy(std::string_view bytes) {
                             descr);
   }
   KS_ASSIGN_OR_RETURN(std::string_view fortran, header_value(header, "fortran_order"));
-  if (fortran.substr(0, 4) == "True") return invalid_argument("Fortran-order .npy is not supported");
+  if (fortran.substr(0, 4) == "True")
+    return invalid_argument("Fortran-order .npy is not supported");
   if (fortran.substr(0, 5) != "False") return invalid_argument("npy header: bad fortran_order");
   KS_ASSIGN_OR_RETURN(std::string_view shape_v, header_value(header, "shape"));
   KS_ASSIGN_OR_RETURN(Shape shape, parse_shape(shape_v));

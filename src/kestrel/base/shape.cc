@@ -17,7 +17,8 @@ std::string Shape::to_string() const { return fmt::format("[{}]", fmt::join(dims
 StatusOr<int64_t> checked_num_elements(std::span<const int64_t> dims) {
   int64_t n = 1;
   for (int64_t d : dims) {
-    if (d < 0) return invalid_argument("negative dimension {} in shape [{}]", d, fmt::join(dims, ","));
+    if (d < 0)
+      return invalid_argument("negative dimension {} in shape [{}]", d, fmt::join(dims, ","));
     if (d != 0 && n > INT64_MAX / d) {
       return invalid_argument("shape [{}] has more elements than fit in 64 bits",
                               fmt::join(dims, ","));

@@ -1,9 +1,9 @@
 // Status and StatusOr<T>: how every Kestrel function reports failure.
 //
-// Errors are values. A function that can fail returns Status (or StatusOr<T> when it also produces a
-// value); no exception crosses a module boundary. Status codes mean the same as gRPC's codes (and have
-// the same numbers), so the server can forward them unchanged, and http_status() gives the HTTP status
-// a KServe v2 frontend answers with.
+// Errors are values. A function that can fail returns Status (or StatusOr<T> when it also produces
+// a value); no exception crosses a module boundary. Status codes mean the same as gRPC's codes (and
+// have the same numbers), so the server can forward them unchanged, and http_status() gives the
+// HTTP status a KServe v2 frontend answers with.
 //
 // Both types are [[nodiscard]]: ignoring a returned error is a compile-time warning (an error under
 // -Werror). Use the macros at the bottom to propagate errors:
@@ -14,6 +14,8 @@
 // Thread safety: both are values; distinct objects may be used from distinct threads freely.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <cassert>
 #include <memory>
 #include <optional>
@@ -21,8 +23,6 @@
 #include <string>
 #include <string_view>
 #include <utility>
-
-#include <fmt/format.h>
 
 namespace kestrel {
 
@@ -94,9 +94,9 @@ std::ostream& operator<<(std::ostream& os, const Status& status);
 
 // Constructors for each error code, with fmt-style formatting:
 //   return invalid_argument("input '{}' has rank {}, expected 4", name, rank);
-#define KESTREL_DEFINE_STATUS_FACTORY(fn, code)                                      \
-  template <typename... Args>                                                        \
-  Status fn(fmt::format_string<Args...> format, Args&&... args) {                    \
+#define KESTREL_DEFINE_STATUS_FACTORY(fn, code)                                        \
+  template <typename... Args>                                                          \
+  Status fn(fmt::format_string<Args...> format, Args&&... args) {                      \
     return Status(StatusCode::code, fmt::format(format, std::forward<Args>(args)...)); \
   }
 KESTREL_DEFINE_STATUS_FACTORY(cancelled_error, kCancelled)
@@ -128,9 +128,10 @@ class [[nodiscard]] StatusOr {
   }
   StatusOr(T value) : value_(std::move(value)) {}  // NOLINT: implicit on purpose
   template <typename U>
-    requires std::is_convertible_v<U&&, T> && (!std::is_same_v<std::decay_t<U>, Status>) &&
-             (!std::is_same_v<std::decay_t<U>, T>)
-  StatusOr(U&& value) : value_(T(std::forward<U>(value))) {}  // NOLINT
+  requires std::is_convertible_v<U&&, T> &&
+      (!std::is_same_v<std::decay_t<U>, Status>)&&(!std::is_same_v<std::decay_t<U>, T>)
+          StatusOr(U&& value)
+      : value_(T(std::forward<U>(value))) {}  // NOLINT
 
   bool ok() const { return value_.has_value(); }
   const Status& status() const { return status_; }
@@ -165,10 +166,10 @@ class [[nodiscard]] StatusOr {
 #define KS_STATUS_CONCAT(a, b) KS_STATUS_CONCAT_INNER(a, b)
 
 // Returns from the enclosing function if `expr` (a Status) is not OK.
-#define KS_RETURN_IF_ERROR(expr)                                   \
-  do {                                                             \
-    ::kestrel::Status ks_status_ = (expr);                         \
-    if (!ks_status_.ok()) return ks_status_;                       \
+#define KS_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::kestrel::Status ks_status_ = (expr);   \
+    if (!ks_status_.ok()) return ks_status_; \
   } while (0)
 
 // `lhs = value of expr` (a StatusOr), or returns its error from the enclosing function. It expands

@@ -1,9 +1,9 @@
 #include "kestrel/base/tensor.h"
 
+#include <fmt/format.h>
+
 #include <atomic>
 #include <cstdlib>
-
-#include <fmt/format.h>
 
 namespace kestrel {
 namespace {
@@ -14,22 +14,25 @@ constexpr size_t kHostAlignment = 64;
 }  // namespace
 
 size_t max_tensor_bytes() { return g_max_tensor_bytes.load(std::memory_order_relaxed); }
-void set_max_tensor_bytes(size_t bytes) { g_max_tensor_bytes.store(bytes, std::memory_order_relaxed); }
+void set_max_tensor_bytes(size_t bytes) {
+  g_max_tensor_bytes.store(bytes, std::memory_order_relaxed);
+}
 
 StatusOr<Tensor> Tensor::allocate(DType dtype, Shape shape) {
   if (dtype_size(dtype) == 0) return invalid_argument("cannot allocate a tensor of type {}", dtype);
   KS_ASSIGN_OR_RETURN(int64_t n, checked_num_elements(shape.dims()));
   const size_t element_size = dtype_size(dtype);
   if (static_cast<uint64_t>(n) > max_tensor_bytes() / element_size) {
-    return resource_exhausted("tensor {}{} needs {} bytes, over the limit of {} bytes", dtype, shape,
-                              static_cast<double>(n) * element_size, max_tensor_bytes());
+    return resource_exhausted("tensor {}{} needs {} bytes, over the limit of {} bytes", dtype,
+                              shape, static_cast<double>(n) * element_size, max_tensor_bytes());
   }
   // Round up so aligned_alloc's size requirement holds; never ask for 0 bytes.
   const size_t bytes = (static_cast<size_t>(n) * element_size + kHostAlignment - 1) /
                        kHostAlignment * kHostAlignment;
   void* p = std::aligned_alloc(kHostAlignment, bytes == 0 ? kHostAlignment : bytes);
   if (p == nullptr) {
-    return resource_exhausted("out of host memory allocating {} bytes for {}{}", bytes, dtype, shape);
+    return resource_exhausted("out of host memory allocating {} bytes for {}{}", bytes, dtype,
+                              shape);
   }
   Tensor t;
   t.dtype_ = dtype;
@@ -121,7 +124,8 @@ std::string Tensor::debug_string(size_t max_values) const {
   if (!is_cpu()) return s + " (on device)";
   std::vector<double> v = to_double_vector();
   s += " {";
-  for (size_t i = 0; i < v.size() && i < max_values; ++i) s += fmt::format("{}{:g}", i ? ", " : "", v[i]);
+  for (size_t i = 0; i < v.size() && i < max_values; ++i)
+    s += fmt::format("{}{:g}", i ? ", " : "", v[i]);
   if (v.size() > max_values) s += ", ...";
   return s + "}";
 }

@@ -25,10 +25,9 @@ TEST(TensorTest, CopiesShareStorageAndCloneDoesNot) {
 TEST(TensorTest, RefusesOversizedAndOverflowingShapes) {
   EXPECT_EQ(Tensor::allocate(DType::kFloat32, Shape{int64_t{1} << 40}).status().code(),
             StatusCode::kResourceExhausted);
-  EXPECT_EQ(Tensor::allocate(DType::kFloat32, Shape{int64_t{1} << 40, int64_t{1} << 40})
-                .status()
-                .code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      Tensor::allocate(DType::kFloat32, Shape{int64_t{1} << 40, int64_t{1} << 40}).status().code(),
+      StatusCode::kInvalidArgument);
   EXPECT_EQ(Tensor::allocate(DType::kFloat32, Shape{-1}).status().code(),
             StatusCode::kInvalidArgument);
 }

@@ -1,11 +1,11 @@
 // `kestrel detect MODEL IMAGES...`: detections of every image as a COCO-style JSON array.
+#include <fmt/format.h>
+
 #include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-
-#include <fmt/format.h>
 
 #include "kestrel/cli/commands.h"
 #include "kestrel/cli/detection_runner.h"
@@ -43,10 +43,9 @@ std::string json_string(std::string_view s) {
 // COCO's image_id: the file's stem, as a number when it is one (000000000139.jpg -> 139).
 std::string image_id(const std::string& path) {
   const std::string stem = std::filesystem::path(path).stem().string();
-  const bool numeric = !stem.empty() && stem.size() < 19 &&
-                       std::all_of(stem.begin(), stem.end(), [](unsigned char c) {
-                         return std::isdigit(c);
-                       });
+  const bool numeric =
+      !stem.empty() && stem.size() < 19 &&
+      std::all_of(stem.begin(), stem.end(), [](unsigned char c) { return std::isdigit(c); });
   return numeric ? std::to_string(std::stoll(stem)) : json_string(stem);
 }
 
@@ -69,17 +68,17 @@ Status detect(const DetectOptions& o) {
   out << "[";
   bool first = true;
   size_t failed = 0, detections = 0;
-  KS_RETURN_IF_ERROR(detect_files(
-      *loaded.detector, files, o.setup.batch, options, [&](const ImageResult& r) {
+  KS_RETURN_IF_ERROR(
+      detect_files(*loaded.detector, files, o.setup.batch, options, [&](const ImageResult& r) {
         if (!r.status.ok()) {
           std::fprintf(stderr, "\n%s: %s\n", r.path.c_str(), r.status.to_string().c_str());
           ++failed;
           return;
         }
         for (const vision::Detection& d : r.detections) {
-          const std::string name =
-              d.class_id >= 0 && static_cast<size_t>(d.class_id) < names.size() ? names[d.class_id]
-                                                                                 : "";
+          const std::string name = d.class_id >= 0 && static_cast<size_t>(d.class_id) < names.size()
+                                       ? names[d.class_id]
+                                       : "";
           out << fmt::format(
               "{}\n{{\"image_id\": {}, \"category_id\": {}, \"category_name\": {}, "
               "\"bbox\": [{:.3f}, {:.3f}, {:.3f}, {:.3f}], \"score\": {:.5f}}}",
@@ -95,7 +94,8 @@ Status detect(const DetectOptions& o) {
   if (!out) return data_loss("error writing the results");
   std::fprintf(stderr, "%zu detections in %zu images%s\n", detections, files.size() - failed,
                o.out.empty() ? "" : (" -> " + o.out).c_str());
-  if (failed > 0) return invalid_argument("{} of {} images could not be read", failed, files.size());
+  if (failed > 0)
+    return invalid_argument("{} of {} images could not be read", failed, files.size());
   return Status();
 }
 

@@ -3,12 +3,11 @@
 // is inferred.
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
 
 #include "kestrel/base/status.h"
 #include "kestrel/engine/engine.h"
@@ -40,8 +39,8 @@ StatusOr<LoadedDetector> load_detector(const DetectorSetup& setup);
 // One image's outcome, in input order.
 struct ImageResult {
   std::string path;
-  int64_t width = 0, height = 0;            // of the decoded source image
-  Status status;                            // decoding or detection error
+  int64_t width = 0, height = 0;  // of the decoded source image
+  Status status;                  // decoding or detection error
   std::vector<vision::Detection> detections;
 };
 

@@ -1,10 +1,10 @@
-// `kestrel eval MODEL --images DIR --labels DIR`: mAP@0.5 and mAP@0.5:0.95 on a labelled set, with a
-// per-class table, the way YOLOv5's val.py measures it (conf 0.001, NMS IoU 0.65, max 300).
+// `kestrel eval MODEL --images DIR --labels DIR`: mAP@0.5 and mAP@0.5:0.95 on a labelled set, with
+// a per-class table, the way YOLOv5's val.py measures it (conf 0.001, NMS IoU 0.65, max 300).
+#include <fmt/format.h>
+
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-
-#include <fmt/format.h>
 
 #include "kestrel/cli/commands.h"
 #include "kestrel/cli/detection_runner.h"
@@ -31,8 +31,8 @@ Status eval(const EvalOptions& o) {
   std::vector<vision::EvalImage> images;
   Status label_error;
   const auto start = std::chrono::steady_clock::now();
-  KS_RETURN_IF_ERROR(detect_files(
-      *loaded.detector, files, o.setup.batch, options, [&](const ImageResult& r) {
+  KS_RETURN_IF_ERROR(
+      detect_files(*loaded.detector, files, o.setup.batch, options, [&](const ImageResult& r) {
         if (!r.status.ok()) {
           if (label_error.ok()) label_error = r.status.with_context(r.path);
           return;
@@ -52,8 +52,8 @@ Status eval(const EvalOptions& o) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const vision::EvalResult result = vision::evaluate_detections(images);
   const std::vector<std::string>& names = loaded.detector->class_names();
-  fmt::print("{:<16} {:>7} {:>7} {:>7} {:>7} {:>8} {:>10}\n", "class", "labels", "dets", "P",
-             "R", "mAP50", "mAP50-95");
+  fmt::print("{:<16} {:>7} {:>7} {:>7} {:>7} {:>8} {:>10}\n", "class", "labels", "dets", "P", "R",
+             "mAP50", "mAP50-95");
   for (const vision::ClassEval& c : result.classes) {
     const std::string name = c.class_id >= 0 && static_cast<size_t>(c.class_id) < names.size()
                                  ? names[c.class_id]

@@ -1,9 +1,9 @@
 // `kestrel inspect MODEL`: what is in a model, and whether Kestrel can run it.
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <map>
-
-#include <fmt/format.h>
 
 #include "kestrel/cli/commands.h"
 #include "kestrel/engine/backends.h"
@@ -44,14 +44,15 @@ Status inspect(const std::string& path) {
   const std::vector<std::string_view> cpu_ops = runtime::cpu_supported_ops();
   bool all_supported = true;
   for (const auto& [op, count] : op_counts) {
-    all_supported &= ir::find_op_schema(op) != nullptr &&
-                     std::binary_search(cpu_ops.begin(), cpu_ops.end(), op);
+    all_supported &=
+        ir::find_op_schema(op) != nullptr && std::binary_search(cpu_ops.begin(), cpu_ops.end(), op);
   }
-  const Status shapes = all_supported ? ir::annotate_symbolic_shapes(*graph, evaluator.get())
-                                      : Status();
+  const Status shapes =
+      all_supported ? ir::annotate_symbolic_shapes(*graph, evaluator.get()) : Status();
 
   fmt::print("\ninputs\n");
-  for (const ir::Value* v : graph->inputs()) fmt::print("  {:<24} {}\n", v->name(), v->type().to_string());
+  for (const ir::Value* v : graph->inputs())
+    fmt::print("  {:<24} {}\n", v->name(), v->type().to_string());
   fmt::print("outputs\n");
   for (const ir::Value* v : graph->outputs()) {
     fmt::print("  {:<24} {}\n", v->name(), shapes.ok() ? v->type().to_string() : "?");
@@ -72,7 +73,8 @@ Status inspect(const std::string& path) {
     options.evaluator = evaluator.get();
     StatusOr<ir::InferredTypes> types = ir::infer_types(*graph, options);
     if (types.ok()) {
-      StatusOr<std::unordered_map<const ir::Node*, int64_t>> flops = ir::count_flops(*graph, *types);
+      StatusOr<std::unordered_map<const ir::Node*, int64_t>> flops =
+          ir::count_flops(*graph, *types);
       if (flops.ok()) {
         total_flops = 0;
         for (const auto& [node, f] : *flops) {
@@ -102,7 +104,8 @@ Status inspect(const std::string& path) {
   if (!shapes.ok()) fmt::print("shapes     could not be inferred: {}\n", shapes.to_string());
   fmt::print("supported  {}\n", all_supported ? "yes: every operator runs on the CPU backend"
                                               : "NO: see the operators marked NO above");
-  return all_supported ? shapes : unimplemented("the model uses operators Kestrel does not support");
+  return all_supported ? shapes
+                       : unimplemented("the model uses operators Kestrel does not support");
 }
 
 // Every operator Kestrel knows, and which backends have a kernel for it.
@@ -121,8 +124,9 @@ Status list_operators() {
 }  // namespace
 
 void add_inspect_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("inspect", "Show a model's inputs, outputs, operators, parameters "
-                                            "and FLOPs, and whether Kestrel supports it");
+  auto* cmd = app.add_subcommand("inspect",
+                                 "Show a model's inputs, outputs, operators, parameters "
+                                 "and FLOPs, and whether Kestrel supports it");
   auto path = std::make_shared<std::string>();
   auto operators = std::make_shared<bool>(false);
   cmd->add_option("model", *path, "ONNX model file");

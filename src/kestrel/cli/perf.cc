@@ -1,11 +1,11 @@
 // `kestrel perf MODEL --batch 1,8,32`: engine throughput and latency per batch size, in the spirit
 // of trtexec. Inputs are random and placed on the engine's device first, so "compute" is the model
 // forward alone; the host<->device copies are timed separately.
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <chrono>
 #include <random>
-
-#include <fmt/format.h>
 
 #include "kestrel/base/logging.h"
 #include "kestrel/cli/commands.h"
@@ -33,7 +33,8 @@ double ms_since(Clock::time_point start) {
 
 double percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
-  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p / 100.0 * static_cast<double>(v.size())));
+  const size_t i =
+      std::min(v.size() - 1, static_cast<size_t>(p / 100.0 * static_cast<double>(v.size())));
   return v[i];
 }
 
@@ -70,9 +71,8 @@ Status perf(const PerfOptions& o) {
                       engine::build_engine(std::move(graph), build, &report));
   fmt::print("built in {:.2f} s on {}: {}\n", ms_since(build_start) / 1000, e->backend_summary(),
              report.to_string());
-  fmt::print("{:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>14}\n", "batch",
-             "img/s", "p50 ms", "p90 ms", "p99 ms", "H2D ms", "compute", "D2H ms",
-             "arena/naive MB");
+  fmt::print("{:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>14}\n", "batch", "img/s",
+             "p50 ms", "p90 ms", "p99 ms", "H2D ms", "compute", "D2H ms", "arena/naive MB");
   for (int64_t batch : o.batches) {
     std::map<std::string, Tensor> host, device;
     for (const engine::TensorInfo& info : e->inputs()) {
@@ -129,10 +129,11 @@ Status perf(const PerfOptions& o) {
     if (StatusOr<engine::Engine::MemoryReport> m = e->memory_report(bindings); m.ok()) {
       memory = fmt::format("{:.1f}/{:.1f}", m->arena_bytes / 1e6, m->naive_bytes / 1e6);
     }
-    fmt::print("{:>6} {:>10.0f} {:>10.3f} {:>10.3f} {:>10.3f} {:>10.3f} {:>10.3f} {:>10.3f} {:>14}\n",
-               batch, static_cast<double>(batch) / per_run * 1000, percentile(latency, 50),
-               percentile(latency, 90), percentile(latency, 99), percentile(h2d, 50), per_run,
-               percentile(d2h, 50), memory);
+    fmt::print(
+        "{:>6} {:>10.0f} {:>10.3f} {:>10.3f} {:>10.3f} {:>10.3f} {:>10.3f} {:>10.3f} {:>14}\n",
+        batch, static_cast<double>(batch) / per_run * 1000, percentile(latency, 50),
+        percentile(latency, 90), percentile(latency, 99), percentile(h2d, 50), per_run,
+        percentile(d2h, 50), memory);
   }
   return Status();
 }

@@ -1,10 +1,10 @@
 // `kestrel run MODEL --input NAME=FILE ... --output-dir DIR`: run a model once, write its outputs.
+#include <fmt/format.h>
+
 #include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <random>
-
-#include <fmt/format.h>
 
 #include "kestrel/base/file.h"
 #include "kestrel/base/logging.h"
@@ -56,9 +56,12 @@ StatusOr<Tensor> random_tensor(DType dtype, const Shape& shape, std::mt19937_64&
   std::uniform_real_distribution<double> unit(0.0, 1.0);
   KS_RETURN_IF_ERROR(dispatch_dtype<AllTypes>(dtype, [&]<typename T>(TypeTag<T>) -> Status {
     for (T& v : t.values<T>()) {
-      if constexpr (std::is_same_v<T, bool>) v = unit(rng) < 0.5;
-      else if constexpr (std::is_integral_v<T>) v = static_cast<T>(unit(rng) * 10);
-      else v = T(static_cast<float>(unit(rng)));
+      if constexpr (std::is_same_v<T, bool>)
+        v = unit(rng) < 0.5;
+      else if constexpr (std::is_integral_v<T>)
+        v = static_cast<T>(unit(rng) * 10);
+      else
+        v = T(static_cast<float>(unit(rng)));
     }
     return Status();
   }));
@@ -83,7 +86,8 @@ std::string summary(const Tensor& t) {
     hi = std::max(hi, x);
     sum += x;
   }
-  return fmt::format("min {:.6g}  max {:.6g}  mean {:.6g}", lo, hi, sum / static_cast<double>(v.size()));
+  return fmt::format("min {:.6g}  max {:.6g}  mean {:.6g}", lo, hi,
+                     sum / static_cast<double>(v.size()));
 }
 
 // ||a - b|| / ||b|| and max |a - b|.
@@ -153,10 +157,10 @@ Status run(const RunOptions& o) {
     KS_ASSIGN_OR_RETURN(inputs[in->name()], random_tensor(in->dtype(), shape, rng));
   }
 
-  KS_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> eng,
-                      engine::Engine::create(std::move(graph),
-                                             {.backend = o.backend,
-                                              .cpu_reference_only = o.reference}));
+  KS_ASSIGN_OR_RETURN(
+      std::unique_ptr<engine::Engine> eng,
+      engine::Engine::create(std::move(graph),
+                             {.backend = o.backend, .cpu_reference_only = o.reference}));
   log::info("running on {}", eng->backend_summary());
   const auto start = std::chrono::steady_clock::now();
   KS_ASSIGN_OR_RETURN(std::vector<Tensor> outputs, eng->run(inputs));

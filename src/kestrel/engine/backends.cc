@@ -31,8 +31,7 @@ StatusOr<std::vector<std::unique_ptr<runtime::Backend>>> create_backends(
   } else if (name != "cpu") {
     return invalid_argument("unknown backend '{}' (expected cpu, cuda or auto)", options.backend);
   }
-  backends.push_back(
-      runtime::create_cpu_backend({.reference_only = options.cpu_reference_only}));
+  backends.push_back(runtime::create_cpu_backend({.reference_only = options.cpu_reference_only}));
   return backends;
 }
 

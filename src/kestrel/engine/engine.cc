@@ -1,11 +1,11 @@
 #include "kestrel/engine/engine.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <optional>
 #include <set>
 #include <tuple>
-
-#include <fmt/format.h>
 
 #include "kestrel/engine/backends.h"
 #include "kestrel/engine/node_runner.h"
@@ -88,7 +88,8 @@ StatusOr<std::unique_ptr<Engine::ExecutionContext>> Engine::ExecutionContext::cr
   for (const auto& [v, slot] : e.slot_of_) value_of[slot] = v;
   auto add_buffer = [&](size_t slot, int first) -> Status {
     const ir::InferredValue& t = types.at(value_of[slot]);
-    if (!t.is_static()) return unimplemented("'{}' has a data-dependent shape", value_of[slot]->name());
+    if (!t.is_static())
+      return unimplemented("'{}' has a data-dependent shape", value_of[slot]->name());
     root[slot] = static_cast<int>(buffers.size());
     const int64_t elements = checked_num_elements(t.dims).value();
     buffers.push_back({static_cast<size_t>(elements) * dtype_size(t.dtype), first, first});
@@ -104,7 +105,8 @@ StatusOr<std::unique_ptr<Engine::ExecutionContext>> Engine::ExecutionContext::cr
       if (step.schema->is_value_input(k) && !e.slot_template_[slot].defined()) {
         return unimplemented("{} reads shapes from a computed tensor", step.node->describe());
       }
-      if (root[slot] >= 0) buffers[root[slot]].last = std::max(buffers[root[slot]].last, static_cast<int>(i));
+      if (root[slot] >= 0)
+        buffers[root[slot]].last = std::max(buffers[root[slot]].last, static_cast<int>(i));
     }
     for (size_t k = 0; k < step.outputs.size(); ++k) {
       const size_t slot = step.outputs[k];
@@ -130,9 +132,10 @@ StatusOr<std::unique_ptr<Engine::ExecutionContext>> Engine::ExecutionContext::cr
   }
   const plan::MemoryPlan plan = plan::plan_memory(buffers);
   c->memory_ = {plan.arena_bytes, plan.naive_bytes};
-  KS_ASSIGN_OR_RETURN(c->arena_, c->backend_->allocate(
-                                     DType::kUInt8, Shape{static_cast<int64_t>(
-                                                        std::max<size_t>(plan.arena_bytes, 1))}));
+  KS_ASSIGN_OR_RETURN(
+      c->arena_,
+      c->backend_->allocate(DType::kUInt8,
+                            Shape{static_cast<int64_t>(std::max<size_t>(plan.arena_bytes, 1))}));
   KS_RETURN_IF_ERROR(c->backend_->synchronize());
   c->slots_.resize(n);
   for (size_t slot = 0; slot < n; ++slot) {
@@ -142,8 +145,8 @@ StatusOr<std::unique_ptr<Engine::ExecutionContext>> Engine::ExecutionContext::cr
     if (c->kernel_views_[slot]) {
       // View kernels read the shape of their (preallocated) output and return the view: give
       // them a placeholder with the planned shape and no storage.
-      c->slots_[slot] = Tensor::wrap(t.dtype, Shape(t.dims), nullptr, nullptr,
-                                     c->backend_->device());
+      c->slots_[slot] =
+          Tensor::wrap(t.dtype, Shape(t.dims), nullptr, nullptr, c->backend_->device());
     } else if (root[slot] >= 0) {
       c->slots_[slot] = c->arena_.view(t.dtype, Shape(t.dims), plan.offsets[root[slot]]);
     }
@@ -181,7 +184,7 @@ Status Engine::ExecutionContext::execute() {
     Status s = step.kernel->run(ctx);
     if (!s.ok()) {
       return s.message().starts_with(step.node->describe()) ? s
-                                                           : s.with_context(step.node->describe());
+                                                            : s.with_context(step.node->describe());
     }
     for (size_t k = 0; k < step.outputs.size(); ++k) {
       if (kernel_views_[step.outputs[k]]) slots_[step.outputs[k]] = outs[k];
@@ -337,15 +340,16 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<ir::Graph> grap
   engine->options_ = options;
   // Plannable: every step on the first backend, none deferred, and every input whose contents
   // decide shapes a constant (fold_constants makes them so; an unoptimized export computes them).
-  engine->plannable_ = std::all_of(engine->steps_.begin(), engine->steps_.end(), [&](const Step& s) {
-    for (size_t k = 0; k < s.inputs.size(); ++k) {
-      if (s.inputs[k] && s.schema->is_value_input(k) &&
-          !engine->slot_template_[*s.inputs[k]].defined()) {
-        return false;
-      }
-    }
-    return !s.deferred && s.backend == engine->backends_[0].get();
-  });
+  engine->plannable_ =
+      std::all_of(engine->steps_.begin(), engine->steps_.end(), [&](const Step& s) {
+        for (size_t k = 0; k < s.inputs.size(); ++k) {
+          if (s.inputs[k] && s.schema->is_value_input(k) &&
+              !engine->slot_template_[*s.inputs[k]].defined()) {
+            return false;
+          }
+        }
+        return !s.deferred && s.backend == engine->backends_[0].get();
+      });
   return engine;
 }
 
@@ -507,12 +511,11 @@ StatusOr<std::vector<Tensor>> Engine::run(const std::map<std::string, Tensor>& i
       const size_t slot = *step.inputs[i];
       const Tensor& t = slots[slot];
       // Value inputs (their contents decide shapes) are read on the host, on every backend.
-      const Device want =
-          step.schema->is_value_input(i) ? Device::cpu() : step.backend->device();
+      const Device want = step.schema->is_value_input(i) ? Device::cpu() : step.backend->device();
       if (t.device() == want) {
         ins[i] = t;
-      } else if (auto c = device_constants_.find(slot); c != device_constants_.end() &&
-                                                          c->second.device() == want) {
+      } else if (auto c = device_constants_.find(slot);
+                 c != device_constants_.end() && c->second.device() == want) {
         ins[i] = c->second;
       } else {
         // A tensor crossing devices: copy it to where this step reads it. The device backend

@@ -43,8 +43,8 @@ StatusOr<std::vector<Tensor>> run_node(const ir::Node& node, runtime::Kernel& ke
     if (!t.ok()) return t.status().with_context(node.describe());
     outputs[i] = std::move(t).value();
   }
-  runtime::KernelContext ctx(inputs, outputs,
-                             [&backend](DType d, const Shape& s) { return backend.allocate(d, s); });
+  runtime::KernelContext ctx(
+      inputs, outputs, [&backend](DType d, const Shape& s) { return backend.allocate(d, s); });
   Status status = kernel.run(ctx);
   if (!status.ok()) {
     return status.message().starts_with(node.describe()) ? status

@@ -1,10 +1,10 @@
 #include "kestrel/ir/graph.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <deque>
 #include <unordered_set>
-
-#include <fmt/format.h>
 
 namespace kestrel::ir {
 namespace {
@@ -203,8 +203,8 @@ void Graph::remove_node(Node* node) {
   for (Value* out : node->outputs_) {
     if (out->producer_ == node) out->producer_ = nullptr;
   }
-  nodes_.erase(std::find_if(nodes_.begin(), nodes_.end(),
-                            [&](const auto& n) { return n.get() == node; }));
+  nodes_.erase(
+      std::find_if(nodes_.begin(), nodes_.end(), [&](const auto& n) { return n.get() == node; }));
 }
 
 size_t Graph::remove_dead() {
@@ -225,8 +225,8 @@ size_t Graph::remove_dead() {
     }
   }
   std::erase_if(values_, [&](const std::unique_ptr<Value>& v) {
-    const bool dead = v->uses_.empty() && !v->is_graph_output_ && !v->is_graph_input_ &&
-                      v->producer_ == nullptr;
+    const bool dead =
+        v->uses_.empty() && !v->is_graph_output_ && !v->is_graph_input_ && v->producer_ == nullptr;
     if (dead) by_name_.erase(v->name_);
     return dead;
   });

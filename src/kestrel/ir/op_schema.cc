@@ -79,10 +79,9 @@ Status check_node_against_schema(const Node& node) {
   }
   const auto inputs = static_cast<int>(node.num_inputs());
   if (inputs < schema->min_inputs || inputs > schema->max_inputs) {
-    return invalid_argument("{}: has {} inputs, expected {}..{}", node.describe(), inputs,
-                            schema->min_inputs,
-                            schema->max_inputs == kVariadic ? std::string("n")
-                                                            : std::to_string(schema->max_inputs));
+    return invalid_argument(
+        "{}: has {} inputs, expected {}..{}", node.describe(), inputs, schema->min_inputs,
+        schema->max_inputs == kVariadic ? std::string("n") : std::to_string(schema->max_inputs));
   }
   for (int i = 0; i < std::min(inputs, schema->min_inputs); ++i) {
     if (!node.has_input(i)) {
@@ -111,8 +110,7 @@ Status check_node_against_schema(const Node& node) {
   }
   for (const AttrSpec& spec : schema->attributes) {
     if (spec.required && !node.attrs().has(spec.name)) {
-      return invalid_argument("{}: required attribute '{}' is missing", node.describe(),
-                              spec.name);
+      return invalid_argument("{}: required attribute '{}' is missing", node.describe(), spec.name);
     }
   }
   return Status();

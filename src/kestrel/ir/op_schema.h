@@ -7,21 +7,21 @@
 // `value_inputs`; the rule only runs when their values are known, so it may rely on them.
 //
 // Attributes are checked against `attributes` by the verifier (names, types, required ones), so a
-// rule or kernel reads them with Attributes' plain getters. Operators are in the default ONNX domain
-// and follow the semantics of the newest opset; the importer rewrites older forms (attributes that
-// later became inputs, and so on) before anything here sees them.
+// rule or kernel reads them with Attributes' plain getters. Operators are in the default ONNX
+// domain and follow the semantics of the newest opset; the importer rewrites older forms
+// (attributes that later became inputs, and so on) before anything here sees them.
 //
 // Adding an operator: a schema entry in the family file under ir/ops/, its CPU kernel in
 // runtime/cpu/, and tests of both.
 #pragma once
+
+#include <fmt/format.h>
 
 #include <cstdint>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "kestrel/base/attributes.h"
 #include "kestrel/base/status.h"

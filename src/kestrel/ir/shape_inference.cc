@@ -1,10 +1,10 @@
 #include "kestrel/ir/shape_inference.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <array>
 #include <set>
-
-#include <fmt/format.h>
 
 #include "kestrel/ir/op_schema.h"
 
@@ -78,7 +78,8 @@ StatusOr<InferredTypes> initial_types(const Graph& graph, const InferenceOptions
     iv.dtype = v->dtype();
     if (std::optional<Shape> s = v->shape().evaluate(bindings)) {
       StatusOr<int64_t> count = checked_num_elements(s->dims());
-      if (!count.ok()) return count.status().with_context(fmt::format("graph input '{}'", v->name()));
+      if (!count.ok())
+        return count.status().with_context(fmt::format("graph input '{}'", v->name()));
       iv.dims = s->vec();
       iv.known_rank = true;
     } else if (v->shape().has_rank()) {
@@ -131,8 +132,8 @@ Status infer_step(const Node& node, InferredTypes& types, const InferenceOptions
 
   bool fold = options.evaluator != nullptr && all_values_known;
   for (const InferredValue& o : outs) {
-    fold = fold && o.is_static() &&
-           checked_num_elements(o.dims).value() <= options.max_fold_elements;
+    fold =
+        fold && o.is_static() && checked_num_elements(o.dims).value() <= options.max_fold_elements;
   }
   if (fold) {
     std::vector<Tensor> inputs(n);

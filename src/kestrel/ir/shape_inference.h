@@ -1,9 +1,9 @@
 // Graph-level type and shape inference.
 //
 // infer_types() walks the graph in topological order and applies each operator's shape rule with
-// every symbol bound to a concrete size (e.g. batch = 1). When a NodeEvaluator is given, nodes whose
-// inputs are all known and small are also evaluated, so the Shape -> Gather -> Concat -> Reshape
-// chains of dynamic exports resolve to concrete shapes (constant propagation).
+// every symbol bound to a concrete size (e.g. batch = 1). When a NodeEvaluator is given, nodes
+// whose inputs are all known and small are also evaluated, so the Shape -> Gather -> Concat ->
+// Reshape chains of dynamic exports resolve to concrete shapes (constant propagation).
 //
 // annotate_symbolic_shapes() runs that inference under several bindings of each symbol and writes
 // back, on every Value, the shape as an affine function of the symbols where it is one ("batch",

@@ -20,7 +20,7 @@ namespace kestrel::ir {
 
 class SymDim {
  public:
-  SymDim() = default;                       // unknown
+  SymDim() = default;                                    // unknown
   SymDim(int64_t value) : known_(true), coef_(value) {}  // NOLINT: a known size converts implicitly
   static SymDim symbol(std::string name, int64_t coef = 1, int64_t offset = 0);
   static SymDim unknown() { return SymDim(); }

@@ -23,8 +23,9 @@ Status verify_graph(const Graph& graph, NodeEvaluator* evaluator) {
     KS_RETURN_IF_ERROR(check_node_against_schema(*node));
     for (const Value* in : node->inputs()) {
       if (in != nullptr && !defined.count(in)) {
-        return failed_precondition("{}: input '{}' is not computed before it (cycle or wrong order)",
-                                   node->describe(), in->name());
+        return failed_precondition(
+            "{}: input '{}' is not computed before it (cycle or wrong order)", node->describe(),
+            in->name());
       }
     }
     for (const Value* out : node->outputs()) {
@@ -35,7 +36,8 @@ Status verify_graph(const Graph& graph, NodeEvaluator* evaluator) {
   }
   if (graph.outputs().empty()) return invalid_argument("the graph has no outputs");
   for (const Value* v : graph.outputs()) {
-    if (!defined.count(v)) return invalid_argument("graph output '{}' is never computed", v->name());
+    if (!defined.count(v))
+      return invalid_argument("graph output '{}' is never computed", v->name());
   }
   InferenceOptions options;
   options.evaluator = evaluator;

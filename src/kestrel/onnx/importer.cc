@@ -26,15 +26,20 @@ bool is_default_domain(const std::string& domain) { return domain.empty() || dom
 
 StatusOr<AttributeValue> convert_attribute(const AttributeProto& a, const std::string& base_dir) {
   if (!a.ref_attr_name().empty()) {
-    return unimplemented("attribute '{}' refers to a function attribute; functions are not "
-                         "supported",
-                         a.name());
+    return unimplemented(
+        "attribute '{}' refers to a function attribute; functions are not "
+        "supported",
+        a.name());
   }
   switch (a.type()) {
-    case AttributeProto::INT: return AttributeValue(a.i());
-    case AttributeProto::FLOAT: return AttributeValue(a.f());
-    case AttributeProto::STRING: return AttributeValue(a.s());
-    case AttributeProto::INTS: return AttributeValue(std::vector<int64_t>(a.ints().begin(), a.ints().end()));
+    case AttributeProto::INT:
+      return AttributeValue(a.i());
+    case AttributeProto::FLOAT:
+      return AttributeValue(a.f());
+    case AttributeProto::STRING:
+      return AttributeValue(a.s());
+    case AttributeProto::INTS:
+      return AttributeValue(std::vector<int64_t>(a.ints().begin(), a.ints().end()));
     case AttributeProto::FLOATS:
       return AttributeValue(std::vector<float>(a.floats().begin(), a.floats().end()));
     case AttributeProto::STRINGS:
@@ -46,9 +51,10 @@ StatusOr<AttributeValue> convert_attribute(const AttributeProto& a, const std::s
     }
     case AttributeProto::GRAPH:
     case AttributeProto::GRAPHS:
-      return unimplemented("attribute '{}' is a subgraph: control flow (If, Loop, Scan) is not "
-                           "supported",
-                           a.name());
+      return unimplemented(
+          "attribute '{}' is a subgraph: control flow (If, Loop, Scan) is not "
+          "supported",
+          a.name());
     case AttributeProto::SPARSE_TENSOR:
     case AttributeProto::SPARSE_TENSORS:
       return unimplemented("attribute '{}' is a sparse tensor: not supported", a.name());
@@ -64,11 +70,11 @@ StatusOr<ir::TensorType> convert_value_type(const ValueInfoProto& info) {
   if (!info.has_type()) return invalid_argument("input '{}' has no type", info.name());
   const auto& type = info.type();
   if (!type.has_tensor_type()) {
-    const char* kind = type.has_sequence_type() ? "a sequence"
-                       : type.has_map_type()    ? "a map"
-                       : type.has_optional_type() ? "an optional"
+    const char* kind = type.has_sequence_type()        ? "a sequence"
+                       : type.has_map_type()           ? "a map"
+                       : type.has_optional_type()      ? "an optional"
                        : type.has_sparse_tensor_type() ? "a sparse tensor"
-                                                     : "not a tensor";
+                                                       : "not a tensor";
     return unimplemented("input '{}' is {}; only tensors are supported", info.name(), kind);
   }
   const auto& tt = type.tensor_type();
@@ -150,18 +156,20 @@ class GraphBuilder {
   Status add_node(const NodeProto& n, int index) {
     const std::string name = n.name().empty() ? fmt::format("{}_{}", n.op_type(), index) : n.name();
     if (n.domain() == "ai.onnx.ml") {
-      return unimplemented("node '{}' uses {} from the ONNX-ML domain (ai.onnx.ml), which Kestrel "
-                           "does not support",
-                           name, n.op_type());
+      return unimplemented(
+          "node '{}' uses {} from the ONNX-ML domain (ai.onnx.ml), which Kestrel "
+          "does not support",
+          name, n.op_type());
     }
     if (!is_default_domain(n.domain())) {
       return unimplemented("node '{}' uses {} from domain '{}': custom operators are not supported",
                            name, n.op_type(), n.domain());
     }
     if (functions_.count(n.op_type())) {
-      return unimplemented("node '{}' calls the model-local function '{}': functions are not "
-                           "supported",
-                           name, n.op_type());
+      return unimplemented(
+          "node '{}' calls the model-local function '{}': functions are not "
+          "supported",
+          name, n.op_type());
     }
     std::vector<ir::Value*> inputs;
     for (const std::string& in : n.input()) {
@@ -211,9 +219,10 @@ class GraphBuilder {
 StatusOr<std::unique_ptr<ir::Graph>> import_model(std::string_view bytes,
                                                   const std::string& base_dir) {
   if (bytes.size() > static_cast<size_t>(std::numeric_limits<int>::max())) {
-    return invalid_argument("the model is {} bytes; protobuf models are limited to 2 GiB (use "
-                            "external data for the weights)",
-                            bytes.size());
+    return invalid_argument(
+        "the model is {} bytes; protobuf models are limited to 2 GiB (use "
+        "external data for the weights)",
+        bytes.size());
   }
   ModelProto model;
   if (!model.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {

@@ -6,11 +6,11 @@
 // the newest opset's (attributes that became inputs, Softmax's pre-13 axis semantics, ...), so the
 // rest of Kestrel sees one form per operator.
 //
-// Refused with INVALID_ARGUMENT or UNIMPLEMENTED and a message naming the culprit: ONNX-ML and other
-// non-default domains, control flow (subgraph attributes), model-local functions, sequence and map
-// types, sparse tensors, element types Kestrel lacks, malformed protobuf, data whose size does not
-// match its shape, cyclic graphs, undefined inputs, and external-data paths that leave the model's
-// folder (absolute paths, `..`, symbolic links pointing outside).
+// Refused with INVALID_ARGUMENT or UNIMPLEMENTED and a message naming the culprit: ONNX-ML and
+// other non-default domains, control flow (subgraph attributes), model-local functions, sequence
+// and map types, sparse tensors, element types Kestrel lacks, malformed protobuf, data whose size
+// does not match its shape, cyclic graphs, undefined inputs, and external-data paths that leave the
+// model's folder (absolute paths, `..`, symbolic links pointing outside).
 //
 // The importer is fed untrusted bytes: it checks every size before it allocates, and it is fuzzed
 // (onnx/import_fuzzer.cc).

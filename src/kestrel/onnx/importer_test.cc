@@ -3,12 +3,12 @@
 // the protobuf types; the real YOLOv5 export is truncated and bit-flipped.
 #include "kestrel/onnx/importer.h"
 
+#include <gtest/gtest.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
-
-#include <gtest/gtest.h>
 
 #include "kestrel/base/file.h"
 #include "kestrel/ir/verifier.h"
@@ -160,7 +160,8 @@ TEST(ImporterTest, RefusesHugeDeclaredShapesBeforeAllocating) {
   w->add_dims(int64_t{1} << 36);  // 256 GiB of floats, no data
   expect_error(import_and_verify(m), StatusCode::kResourceExhausted, "limit");
   m = tiny_model();
-  auto* dims = m.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape();
+  auto* dims =
+      m.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape();
   dims->mutable_dim(1)->set_dim_value(int64_t{1} << 62);
   dims->add_dim()->set_dim_value(int64_t{1} << 62);
   EXPECT_FALSE(import_and_verify(m).ok());
@@ -235,8 +236,8 @@ class ExternalDataTest : public ::testing::Test {
 };
 
 TEST_F(ExternalDataTest, ReadsDataInsideTheModelFolder) {
-  StatusOr<std::unique_ptr<ir::Graph>> g = import_model(
-      external("weights.bin").SerializeAsString(), (root_ / "model").string());
+  StatusOr<std::unique_ptr<ir::Graph>> g =
+      import_model(external("weights.bin").SerializeAsString(), (root_ / "model").string());
   ASSERT_TRUE(g.ok()) << g.status();
   const ir::Value* w = (*g)->find_value("w");
   EXPECT_EQ(w->constant().to_double_vector(), (std::vector<double>{1, 2, 3, 4}));
@@ -281,7 +282,8 @@ TEST(DamagedModelTest, TruncatedYoloExportsFailCleanly) {
   std::mt19937 rng(7);
   for (int i = 0; i < 200; ++i) {
     const size_t len = std::uniform_int_distribution<size_t>(0, model.size() - 1)(rng);
-    StatusOr<std::unique_ptr<ir::Graph>> g = import_model(std::string_view(model).substr(0, len), "");
+    StatusOr<std::unique_ptr<ir::Graph>> g =
+        import_model(std::string_view(model).substr(0, len), "");
     // Protobuf may accept a prefix; whatever it yields must then verify or fail cleanly.
     if (g.ok()) {
       const Status s = ir::verify_graph(**g);

@@ -12,9 +12,9 @@ void attribute_to_input(ir::Graph& g, ir::Node* n, std::string_view attr, size_t
   std::vector<int64_t> values;
   if (const auto* ints = std::get_if<std::vector<int64_t>>(v)) values = *ints;
   if (const auto* one = std::get_if<int64_t>(v)) values = {*one};
-  ir::Value* c = g.add_constant(g.unique_name(fmt::format("{}_{}", n->name(), attr)),
-                                Tensor::from_vector<int64_t>(
-                                    Shape{static_cast<int64_t>(values.size())}, values));
+  ir::Value* c = g.add_constant(
+      g.unique_name(fmt::format("{}_{}", n->name(), attr)),
+      Tensor::from_vector<int64_t>(Shape{static_cast<int64_t>(values.size())}, values));
   while (n->num_inputs() <= index) n->add_input(nullptr);
   n->set_input(index, c);
   n->attrs().erase(attr);
@@ -102,10 +102,10 @@ Status upgrade_operators(ir::Graph& g) {
     } else if (op == "Dropout") {
       // Inference: Dropout is the identity. Training mode and the mask output are not supported.
       const ir::Value* training = n->input(2);
-      const bool inference = training == nullptr ||
-                             (training->has_constant() && training->constant().num_elements() == 1 &&
-                              training->constant().dtype() == DType::kBool &&
-                              !training->constant().data<bool>()[0]);
+      const bool inference =
+          training == nullptr ||
+          (training->has_constant() && training->constant().num_elements() == 1 &&
+           training->constant().dtype() == DType::kBool && !training->constant().data<bool>()[0]);
       if (!inference) {
         return unimplemented("{}: Dropout in training mode is not supported", n->describe());
       }

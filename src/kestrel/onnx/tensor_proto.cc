@@ -39,15 +39,17 @@ StatusOr<std::string> read_external(const TensorProto& proto, const std::string&
   }
   if (location.empty()) return invalid_argument("external data has no location");
   if (base_dir.empty()) {
-    return permission_denied("external data '{}' cannot be read: the model was not loaded from a "
-                             "file",
-                             location);
+    return permission_denied(
+        "external data '{}' cannot be read: the model was not loaded from a "
+        "file",
+        location);
   }
   const fs::path rel(location);
   if (rel.is_absolute()) {
-    return permission_denied("external data path '{}' is absolute; it must be relative to the "
-                             "model's folder",
-                             location);
+    return permission_denied(
+        "external data path '{}' is absolute; it must be relative to the "
+        "model's folder",
+        location);
   }
   for (const fs::path& part : rel) {
     if (part == "..") {
@@ -76,8 +78,9 @@ StatusOr<std::string> read_external(const TensorProto& proto, const std::string&
                             size, expected_bytes);
   }
   if (offset > file_size || size > file_size - offset) {
-    return invalid_argument("external data '{}': range {}+{} is past the end of the file ({} bytes)",
-                            location, offset, size, file_size);
+    return invalid_argument(
+        "external data '{}': range {}+{} is past the end of the file ({} bytes)", location, offset,
+        size, file_size);
   }
   std::ifstream in(full, std::ios::binary);
   in.seekg(static_cast<std::streamoff>(offset));
@@ -91,12 +94,17 @@ StatusOr<std::string> read_external(const TensorProto& proto, const std::string&
 // Number of values the typed field for `dtype` holds (raw and external data are checked apart).
 int64_t typed_field_size(const TensorProto& proto, DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return proto.float_data_size();
-    case DType::kFloat64: return proto.double_data_size();
-    case DType::kInt64: return proto.int64_data_size();
+    case DType::kFloat32:
+      return proto.float_data_size();
+    case DType::kFloat64:
+      return proto.double_data_size();
+    case DType::kInt64:
+      return proto.int64_data_size();
     case DType::kUInt32:
-    case DType::kUInt64: return proto.uint64_data_size();
-    default: return proto.int32_data_size();
+    case DType::kUInt64:
+      return proto.uint64_data_size();
+    default:
+      return proto.int32_data_size();
   }
 }
 
@@ -104,10 +112,10 @@ int64_t typed_field_size(const TensorProto& proto, DType dtype) {
 
 StatusOr<DType> dtype_from_onnx(int32_t data_type) {
   if (data_type != 0 && is_valid_dtype(data_type)) return static_cast<DType>(data_type);
-  const char* name = TensorProto::DataType_IsValid(data_type)
-                         ? TensorProto::DataType_Name(static_cast<TensorProto::DataType>(data_type))
-                               .c_str()
-                         : nullptr;
+  const char* name =
+      TensorProto::DataType_IsValid(data_type)
+          ? TensorProto::DataType_Name(static_cast<TensorProto::DataType>(data_type)).c_str()
+          : nullptr;
   if (name) return unimplemented("element type {} is not supported", name);
   return invalid_argument("element type {} does not exist", data_type);
 }
@@ -123,8 +131,8 @@ StatusOr<Tensor> tensor_from_proto(const TensorProto& proto, const std::string& 
   if (!count.ok()) return fail(count.status());
   const uint64_t element_size = dtype_size(*dtype);
   if (static_cast<uint64_t>(*count) > max_tensor_bytes() / element_size) {
-    return fail(resource_exhausted("shape {} of {} is over the tensor size limit of {} bytes", shape,
-                                   *dtype, max_tensor_bytes()));
+    return fail(resource_exhausted("shape {} of {} is over the tensor size limit of {} bytes",
+                                   shape, *dtype, max_tensor_bytes()));
   }
   const size_t nbytes = static_cast<size_t>(*count) * element_size;
 
@@ -184,7 +192,8 @@ StatusOr<Tensor> tensor_from_proto(const TensorProto& proto, const std::string& 
                               [](int32_t v) { return static_cast<int16_t>(v); });
       break;
     case DType::kInt8:
-      s = copy_field<int8_t>(proto.int32_data(), t, [](int32_t v) { return static_cast<int8_t>(v); });
+      s = copy_field<int8_t>(proto.int32_data(), t,
+                             [](int32_t v) { return static_cast<int8_t>(v); });
       break;
     case DType::kUInt16:
     case DType::kFloat16:

@@ -13,8 +13,8 @@ Attributes cast_to(DType dtype) {
 
 // Inserts Cast(to) on `v` and makes every listed use read the cast instead.
 ir::Value* cast_uses(ir::Graph& g, ir::Value* v, DType to, const std::vector<ir::Use>& uses) {
-  ir::Node* cast = g.add_node("Cast", {v}, 1, cast_to(to), g.unique_name(v->name() + "_to_" +
-                                                                         std::string(dtype_name(to))));
+  ir::Node* cast = g.add_node("Cast", {v}, 1, cast_to(to),
+                              g.unique_name(v->name() + "_to_" + std::string(dtype_name(to))));
   for (const ir::Use& u : uses) u.node->set_input(u.index, cast->output(0));
   return cast->output(0);
 }

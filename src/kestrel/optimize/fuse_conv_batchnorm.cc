@@ -66,7 +66,8 @@ StatusOr<int> fuse_conv_batchnorm(ir::Graph& g) {
     }
     KS_ASSIGN_OR_RETURN(Tensor new_w, make_tensor(w->dtype(), w->constant().shape(), weights));
     KS_ASSIGN_OR_RETURN(Tensor new_b, make_tensor(w->dtype(), Shape{k}, bias));
-    conv->set_input(1, g.add_constant(g.unique_name(conv->name() + "_bn_weight"), std::move(new_w)));
+    conv->set_input(1,
+                    g.add_constant(g.unique_name(conv->name() + "_bn_weight"), std::move(new_w)));
     if (conv->num_inputs() < 3) conv->add_input(nullptr);
     conv->set_input(2, g.add_constant(g.unique_name(conv->name() + "_bn_bias"), std::move(new_b)));
     g.replace_all_uses(bn->output(0), conv->output(0));

@@ -67,17 +67,17 @@ Status rewrite_resize_sizes(ir::Graph& g, ir::Node* n, const ir::InferredTypes& 
   if (!n->has_input(3) || !leads_with_batch(one, probe, n->input(0))) return Status();
   std::optional<std::vector<int64_t>> sizes = constant_ints(one, probe, n->input(3));
   const ir::InferredValue* in = find(one, n->input(0));
-  if (!sizes || sizes->size() != in->dims.size() || (*sizes)[0] != 1 ||
-      n->attrs().has("axes")) {
+  if (!sizes || sizes->size() != in->dims.size() || (*sizes)[0] != 1 || n->attrs().has("axes")) {
     return Status();
   }
   std::vector<float> scales;
   for (size_t i = 0; i < sizes->size(); ++i) {
     const float s = static_cast<float>((*sizes)[i]) / static_cast<float>(in->dims[i]);
     if (static_cast<int64_t>(std::floor(static_cast<float>(in->dims[i]) * s)) != (*sizes)[i]) {
-      return unimplemented("{}: its output size {} is not an exact multiple of its input; cannot "
-                           "make its batch dynamic",
-                           n->describe(), (*sizes)[i]);
+      return unimplemented(
+          "{}: its output size {} is not an exact multiple of its input; cannot "
+          "make its batch dynamic",
+          n->describe(), (*sizes)[i]);
     }
     scales.push_back(s);
   }
@@ -100,9 +100,10 @@ Status make_batch_dynamic(ir::Graph& g, ir::NodeEvaluator* evaluator, const std:
     const ir::SymDim& d0 = in->shape()[0];
     if (d0.is_symbolic()) return Status();  // already dynamic
     if (d0.value() != 1) {
-      return unimplemented("input '{}' has a fixed batch of {}; only batch-1 exports can be made "
-                           "dynamic",
-                           in->name(), d0.value());
+      return unimplemented(
+          "input '{}' has a fixed batch of {}; only batch-1 exports can be made "
+          "dynamic",
+          in->name(), d0.value());
     }
     ir::TensorType t = in->type();
     t.shape.mutable_dims()[0] = ir::SymDim::symbol(symbol);
@@ -134,9 +135,10 @@ Status make_batch_dynamic(ir::Graph& g, ir::NodeEvaluator* evaluator, const std:
   }
   for (const ir::Value* out : g.outputs()) {
     if (!leads_with_batch(one, probe, out)) {
-      return unimplemented("output '{}' does not have the batch as its first dimension after "
-                           "re-batching; this model's batch cannot be made dynamic",
-                           out->name());
+      return unimplemented(
+          "output '{}' does not have the batch as its first dimension after "
+          "re-batching; this model's batch cannot be made dynamic",
+          out->name());
     }
   }
   g.remove_dead();

@@ -1,8 +1,8 @@
 #include "kestrel/plan/memory_planner.h"
 
-#include <random>
-
 #include <gtest/gtest.h>
+
+#include <random>
 
 namespace kestrel::plan {
 namespace {
@@ -15,8 +15,8 @@ void expect_valid(std::span<const BufferLifetime> b, const MemoryPlan& p) {
     EXPECT_LE(p.offsets[i] + b[i].bytes, p.arena_bytes);
     for (size_t j = i + 1; j < b.size(); ++j) {
       const bool in_time = b[i].first <= b[j].last && b[j].first <= b[i].last;
-      const bool in_space = p.offsets[i] < p.offsets[j] + b[j].bytes &&
-                            p.offsets[j] < p.offsets[i] + b[i].bytes;
+      const bool in_space =
+          p.offsets[i] < p.offsets[j] + b[j].bytes && p.offsets[j] < p.offsets[i] + b[i].bytes;
       EXPECT_FALSE(in_time && in_space && b[i].bytes && b[j].bytes) << i << " and " << j;
     }
   }

@@ -118,7 +118,7 @@ class Backend {
   // Records the work `work` queues on `stream` for replay. UNIMPLEMENTED where the backend cannot
   // record (the caller then simply runs the work each time).
   virtual StatusOr<std::unique_ptr<Recording>> record(Stream& stream,
-                                                     const std::function<Status()>& work);
+                                                      const std::function<Status()>& work);
 };
 
 }  // namespace kestrel::runtime

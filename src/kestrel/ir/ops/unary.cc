@@ -64,7 +64,8 @@ std::vector<OpSchema> unary_op_schemas() {
       unary("Round", floats),
       unary("Sigmoid", floats),
       unary("Sqrt", floats),
-      unary("Cast", cast_rule, {{"to", AttributeType::kInt, true}, {"saturate", AttributeType::kInt}}),
+      unary("Cast", cast_rule,
+            {{"to", AttributeType::kInt, true}, {"saturate", AttributeType::kInt}}),
   };
   OpSchema cast_like = unary("CastLike", cast_like_rule, {{"saturate", AttributeType::kInt}});
   cast_like.min_inputs = cast_like.max_inputs = 2;

@@ -82,7 +82,8 @@ StatusOr<std::unique_ptr<Kernel>> predicate(const KernelDef& def, Op op) {
 
 // Pow: the exponent's type may differ from the base's. Computed in double for every type.
 StatusOr<std::unique_ptr<Kernel>> create_pow(const KernelDef& def) {
-  if (!dtype_in<NumericTypes>(def.input_dtypes[0]) || !dtype_in<NumericTypes>(def.input_dtypes[1])) {
+  if (!dtype_in<NumericTypes>(def.input_dtypes[0]) ||
+      !dtype_in<NumericTypes>(def.input_dtypes[1])) {
     return unimplemented("{}: no CPU kernel for {} ^ {}", def.describe(), def.input_dtypes[0],
                          def.input_dtypes[1]);
   }
@@ -93,9 +94,11 @@ StatusOr<std::unique_ptr<Kernel>> create_pow(const KernelDef& def) {
       return dispatch_dtype<NumericTypes>(b.dtype(), [&]<typename B>(TypeTag<B>) -> Status {
         broadcast_apply<A, B, A>(a, b, ctx.output(0), [](A x, B y) {
           const double r = std::pow(static_cast<double>(ComputeType<A>(x)),
-                                     static_cast<double>(ComputeType<B>(y)));
-          if constexpr (std::is_integral_v<A>) return saturating_cast<A>(r);
-          else return to_storage<A>(r);
+                                    static_cast<double>(ComputeType<B>(y)));
+          if constexpr (std::is_integral_v<A>)
+            return saturating_cast<A>(r);
+          else
+            return to_storage<A>(r);
         });
         return Status();
       });
@@ -152,15 +155,17 @@ StatusOr<C> integer_div(C x, C y) {
   return C(x / y);
 }
 
-#define KS_ARITH(Name, List, int_body, float_body)                                      \
-  KernelEntry {                                                                         \
-    Name, +[](const KernelDef& def) -> StatusOr<std::unique_ptr<Kernel>> {              \
-      return arithmetic<List>(def, [](auto x, auto y) {                                 \
-        using C = decltype(x);                                                          \
-        if constexpr (std::is_integral_v<C>) return StatusOr<C>(int_body);              \
-        else return C(float_body);                                                      \
-      });                                                                               \
-    }                                                                                   \
+#define KS_ARITH(Name, List, int_body, float_body)                         \
+  KernelEntry {                                                            \
+    Name, +[](const KernelDef& def) -> StatusOr<std::unique_ptr<Kernel>> { \
+      return arithmetic<List>(def, [](auto x, auto y) {                    \
+        using C = decltype(x);                                             \
+        if constexpr (std::is_integral_v<C>)                               \
+          return StatusOr<C>(int_body);                                    \
+        else                                                               \
+          return C(float_body);                                            \
+      });                                                                  \
+    }                                                                      \
   }
 
 // Integer arithmetic wraps around like two's complement (computed unsigned to avoid C++ UB).
@@ -184,26 +189,28 @@ C wrap_mul(C x, C y) {
   }
 }
 
-#define KS_PREDICATE(Name, List, body)                                      \
-  KernelEntry {                                                             \
-    Name, +[](const KernelDef& def) -> StatusOr<std::unique_ptr<Kernel>> {  \
+#define KS_PREDICATE(Name, List, body)                                          \
+  KernelEntry {                                                                 \
+    Name, +[](const KernelDef& def) -> StatusOr<std::unique_ptr<Kernel>> {      \
       return predicate<List>(def, [](auto x, auto y) -> bool { return body; }); \
-    }                                                                       \
+    }                                                                           \
   }
 
 StatusOr<std::unique_ptr<Kernel>> create_mean(const KernelDef& def) {
-  StatusOr<std::unique_ptr<Kernel>> sum = arithmetic<FloatTypes>(def, [](auto x, auto y) { return x + y; });
+  StatusOr<std::unique_ptr<Kernel>> sum =
+      arithmetic<FloatTypes>(def, [](auto x, auto y) { return x + y; });
   if (!sum.ok()) return sum;
-  return make_kernel([sum = std::shared_ptr<Kernel>(std::move(sum).value())](KernelContext& ctx) -> Status {
-    KS_RETURN_IF_ERROR(sum->run(ctx));
-    Tensor& out = ctx.output(0);
-    return dispatch_dtype<FloatTypes>(out.dtype(), [&]<typename T>(TypeTag<T>) -> Status {
-      using C = ComputeType<T>;
-      const C n = C(ctx.num_inputs());
-      for (T& v : out.values<T>()) v = to_storage<T>(C(v) / n);
-      return Status();
-    });
-  });
+  return make_kernel(
+      [sum = std::shared_ptr<Kernel>(std::move(sum).value())](KernelContext& ctx) -> Status {
+        KS_RETURN_IF_ERROR(sum->run(ctx));
+        Tensor& out = ctx.output(0);
+        return dispatch_dtype<FloatTypes>(out.dtype(), [&]<typename T>(TypeTag<T>) -> Status {
+          using C = ComputeType<T>;
+          const C n = C(ctx.num_inputs());
+          for (T& v : out.values<T>()) v = to_storage<T>(C(v) / n);
+          return Status();
+        });
+      });
 }
 
 }  // namespace
@@ -217,8 +224,10 @@ std::vector<KernelEntry> binary_kernels() {
                   +[](const KernelDef& def) -> StatusOr<std::unique_ptr<Kernel>> {
                     return arithmetic<NumericTypes>(def, [](auto x, auto y) {
                       using C = decltype(x);
-                      if constexpr (std::is_integral_v<C>) return integer_div(x, y);
-                      else return C(x / y);
+                      if constexpr (std::is_integral_v<C>)
+                        return integer_div(x, y);
+                      else
+                        return C(x / y);
                     });
                   }},
       KS_ARITH("Min", NumericTypes, nan_min(x, y), nan_min(x, y)),

@@ -41,6 +41,8 @@ StatusOr<std::unique_ptr<Kernel>> create_cast(const KernelDef& def) {
 }  // namespace
 
 // CastLike converts input 0 to input 1's element type: the output type the engine gives us.
-std::vector<KernelEntry> cast_kernels() { return {{"Cast", create_cast}, {"CastLike", create_cast}}; }
+std::vector<KernelEntry> cast_kernels() {
+  return {{"Cast", create_cast}, {"CastLike", create_cast}};
+}
 
 }  // namespace kestrel::runtime::cpu

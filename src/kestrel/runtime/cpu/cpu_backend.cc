@@ -13,13 +13,14 @@ using cpu::KernelEntry;
 const std::vector<KernelEntry>& kernel_table() {
   static const std::vector<KernelEntry> table = [] {
     std::vector<KernelEntry> all;
-    for (auto family :
-         {cpu::onednn_kernels, cpu::unary_kernels, cpu::cast_kernels, cpu::binary_kernels,
-          cpu::reshape_kernels, cpu::transpose_kernels, cpu::concat_kernels,
-          cpu::split_kernels, cpu::slice_kernels, cpu::gather_kernels, cpu::expand_kernels,
-          cpu::pad_kernels, cpu::generator_kernels, cpu::conv_kernels, cpu::pool_kernels,
-          cpu::batch_norm_kernels, cpu::matmul_kernels, cpu::softmax_kernels, cpu::resize_kernels,
-          cpu::reduce_kernels, cpu::top_k_kernels, cpu::nms_kernels}) {
+    for (auto family : {cpu::onednn_kernels,     cpu::unary_kernels,   cpu::cast_kernels,
+                        cpu::binary_kernels,     cpu::reshape_kernels, cpu::transpose_kernels,
+                        cpu::concat_kernels,     cpu::split_kernels,   cpu::slice_kernels,
+                        cpu::gather_kernels,     cpu::expand_kernels,  cpu::pad_kernels,
+                        cpu::generator_kernels,  cpu::conv_kernels,    cpu::pool_kernels,
+                        cpu::batch_norm_kernels, cpu::matmul_kernels,  cpu::softmax_kernels,
+                        cpu::resize_kernels,     cpu::reduce_kernels,  cpu::top_k_kernels,
+                        cpu::nms_kernels}) {
       for (const KernelEntry& e : family()) all.push_back(e);
     }
     // Fast implementations first; stable, so each family's own order is kept.
@@ -58,7 +59,8 @@ class CpuBackend final : public Backend {
       return invalid_argument("copy between {}{} and {}{}", src.dtype(), src.shape(), dst.dtype(),
                               dst.shape());
     }
-    if (!src.is_cpu() || !dst.is_cpu()) return invalid_argument("the CPU backend copies host memory");
+    if (!src.is_cpu() || !dst.is_cpu())
+      return invalid_argument("the CPU backend copies host memory");
     if (src.nbytes() > 0) std::memmove(dst.raw_data(), src.raw_data(), src.nbytes());
     return Status();
   }

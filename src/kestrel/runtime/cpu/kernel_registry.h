@@ -21,27 +21,28 @@ struct KernelEntry {
   bool reference = true;  // false for fast implementations (oneDNN)
 };
 
-std::vector<KernelEntry> unary_kernels();         // unary.cc
-std::vector<KernelEntry> cast_kernels();          // cast.cc
-std::vector<KernelEntry> binary_kernels();        // binary.cc: Add, Equal, Where, Min, ...
-std::vector<KernelEntry> reshape_kernels();       // reshape.cc: Reshape, Flatten, Squeeze, ...
-std::vector<KernelEntry> transpose_kernels();     // transpose.cc
-std::vector<KernelEntry> concat_kernels();        // concat.cc
-std::vector<KernelEntry> split_kernels();         // split.cc
-std::vector<KernelEntry> slice_kernels();         // slice.cc
-std::vector<KernelEntry> gather_kernels();        // gather.cc
-std::vector<KernelEntry> expand_kernels();        // expand.cc: Expand, Tile
-std::vector<KernelEntry> pad_kernels();           // pad.cc
-std::vector<KernelEntry> generator_kernels();     // generator.cc: Constant, ConstantOfShape, Range, Shape
-std::vector<KernelEntry> conv_kernels();          // conv.cc: Conv, ConvTranspose (reference)
-std::vector<KernelEntry> onednn_kernels();        // onednn_conv.cc: Conv through oneDNN
-std::vector<KernelEntry> pool_kernels();          // pool.cc
-std::vector<KernelEntry> batch_norm_kernels();    // batch_norm.cc
-std::vector<KernelEntry> matmul_kernels();        // matmul.cc: Gemm, MatMul
-std::vector<KernelEntry> softmax_kernels();       // softmax.cc
-std::vector<KernelEntry> resize_kernels();        // resize.cc
-std::vector<KernelEntry> reduce_kernels();        // reduce.cc: ReduceMean, ReduceMax, ArgMax
-std::vector<KernelEntry> top_k_kernels();         // top_k.cc
-std::vector<KernelEntry> nms_kernels();           // non_max_suppression.cc
+std::vector<KernelEntry> unary_kernels();      // unary.cc
+std::vector<KernelEntry> cast_kernels();       // cast.cc
+std::vector<KernelEntry> binary_kernels();     // binary.cc: Add, Equal, Where, Min, ...
+std::vector<KernelEntry> reshape_kernels();    // reshape.cc: Reshape, Flatten, Squeeze, ...
+std::vector<KernelEntry> transpose_kernels();  // transpose.cc
+std::vector<KernelEntry> concat_kernels();     // concat.cc
+std::vector<KernelEntry> split_kernels();      // split.cc
+std::vector<KernelEntry> slice_kernels();      // slice.cc
+std::vector<KernelEntry> gather_kernels();     // gather.cc
+std::vector<KernelEntry> expand_kernels();     // expand.cc: Expand, Tile
+std::vector<KernelEntry> pad_kernels();        // pad.cc
+std::vector<KernelEntry>
+generator_kernels();                        // generator.cc: Constant, ConstantOfShape, Range, Shape
+std::vector<KernelEntry> conv_kernels();    // conv.cc: Conv, ConvTranspose (reference)
+std::vector<KernelEntry> onednn_kernels();  // onednn_conv.cc: Conv through oneDNN
+std::vector<KernelEntry> pool_kernels();    // pool.cc
+std::vector<KernelEntry> batch_norm_kernels();  // batch_norm.cc
+std::vector<KernelEntry> matmul_kernels();      // matmul.cc: Gemm, MatMul
+std::vector<KernelEntry> softmax_kernels();     // softmax.cc
+std::vector<KernelEntry> resize_kernels();      // resize.cc
+std::vector<KernelEntry> reduce_kernels();      // reduce.cc: ReduceMean, ReduceMax, ArgMax
+std::vector<KernelEntry> top_k_kernels();       // top_k.cc
+std::vector<KernelEntry> nms_kernels();         // non_max_suppression.cc
 
 }  // namespace kestrel::runtime::cpu

@@ -68,7 +68,8 @@ std::vector<int64_t> broadcast_strides(const Shape& in, const Shape& out);
 // Calls f(out_index, offsets) for every element of `out`, where offsets[k] is the element of
 // input k (with `strides[k]` from broadcast_strides) that lands there. Row-major order.
 template <size_t N, typename F>
-void for_each_broadcast(const Shape& out, const std::array<std::vector<int64_t>, N>& strides, F&& f) {
+void for_each_broadcast(const Shape& out, const std::array<std::vector<int64_t>, N>& strides,
+                        F&& f) {
   const int64_t total = out.num_elements();
   if (total == 0) return;
   const size_t rank = out.rank();
@@ -110,7 +111,8 @@ I saturating_cast(F v) {
     if (d <= static_cast<double>(std::numeric_limits<I>::lowest())) {
       return std::numeric_limits<I>::lowest();
     }
-    if (d >= static_cast<double>(std::numeric_limits<I>::max())) return std::numeric_limits<I>::max();
+    if (d >= static_cast<double>(std::numeric_limits<I>::max()))
+      return std::numeric_limits<I>::max();
     return static_cast<I>(v);
   }
 }

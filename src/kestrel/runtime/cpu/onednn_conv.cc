@@ -568,17 +568,30 @@ dnnl::post_ops activation_post_ops(const ActivationSpec& a) {
   dnnl::post_ops ops;
   using Alg = dnnl::algorithm;
   switch (a.kind) {
-    case Activation::kNone: break;
-    case Activation::kRelu: ops.append_eltwise(1.f, Alg::eltwise_relu, 0.f, 0.f); break;
-    case Activation::kLeakyRelu: ops.append_eltwise(1.f, Alg::eltwise_relu, a.alpha, 0.f); break;
-    case Activation::kSigmoid: ops.append_eltwise(1.f, Alg::eltwise_logistic, 0.f, 0.f); break;
+    case Activation::kNone:
+      break;
+    case Activation::kRelu:
+      ops.append_eltwise(1.f, Alg::eltwise_relu, 0.f, 0.f);
+      break;
+    case Activation::kLeakyRelu:
+      ops.append_eltwise(1.f, Alg::eltwise_relu, a.alpha, 0.f);
+      break;
+    case Activation::kSigmoid:
+      ops.append_eltwise(1.f, Alg::eltwise_logistic, 0.f, 0.f);
+      break;
     case Activation::kHardSigmoid:  // max(0, min(1, alpha x + beta))
       ops.append_eltwise(1.f, Alg::eltwise_linear, a.alpha, a.beta);
       ops.append_eltwise(1.f, Alg::eltwise_clip_v2, 0.f, 1.f);
       break;
-    case Activation::kHardSwish: ops.append_eltwise(1.f, Alg::eltwise_hardswish, 0.f, 0.f); break;
-    case Activation::kClip: ops.append_eltwise(1.f, Alg::eltwise_clip_v2, a.alpha, a.beta); break;
-    case Activation::kSilu: ops.append_eltwise(1.f, Alg::eltwise_swish, 1.f, 0.f); break;
+    case Activation::kHardSwish:
+      ops.append_eltwise(1.f, Alg::eltwise_hardswish, 0.f, 0.f);
+      break;
+    case Activation::kClip:
+      ops.append_eltwise(1.f, Alg::eltwise_clip_v2, a.alpha, a.beta);
+      break;
+    case Activation::kSilu:
+      ops.append_eltwise(1.f, Alg::eltwise_swish, 1.f, 0.f);
+      break;
   }
   return ops;
 }

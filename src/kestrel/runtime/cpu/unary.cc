@@ -34,12 +34,14 @@ StatusOr<std::unique_ptr<Kernel>> checked(const KernelDef& def, std::unique_ptr<
   return k;
 }
 
-#define KS_UNARY(Name, List, ...)                                                    \
-  KernelEntry{Name, +[](const KernelDef& def) -> StatusOr<std::unique_ptr<Kernel>> { \
-    const Attributes& attrs = def.attrs;                                             \
-    (void)attrs;                                                                     \
-    return checked<List>(def, elementwise<List>(__VA_ARGS__));                      \
-  }}
+#define KS_UNARY(Name, List, ...)                                          \
+  KernelEntry {                                                            \
+    Name, +[](const KernelDef& def) -> StatusOr<std::unique_ptr<Kernel>> { \
+      const Attributes& attrs = def.attrs;                                 \
+      (void)attrs;                                                         \
+      return checked<List>(def, elementwise<List>(__VA_ARGS__));           \
+    }                                                                      \
+  }
 
 StatusOr<std::unique_ptr<Kernel>> create_identity(const KernelDef&) {
   // The output shares the input's storage: no copy.
@@ -84,18 +86,20 @@ std::vector<KernelEntry> unary_kernels() {
   return {
       KS_UNARY("Abs", NumericTypes,
                [](auto x) {
-                 if constexpr (std::is_unsigned_v<decltype(x)>) return x;
-                 else return x < decltype(x)(0) ? decltype(x)(-x) : x;
+                 if constexpr (std::is_unsigned_v<decltype(x)>)
+                   return x;
+                 else
+                   return x < decltype(x)(0) ? decltype(x)(-x) : x;
                }),
       KS_UNARY("Ceil", FloatTypes, [](auto x) { return std::ceil(x); }),
       KS_UNARY("Exp", FloatTypes, [](auto x) { return std::exp(x); }),
       KS_UNARY("Floor", FloatTypes, [](auto x) { return std::floor(x); }),
-      KS_UNARY("HardSigmoid", FloatTypes,
-               [alpha = attrs.get_float("alpha", 0.2f), beta = attrs.get_float("beta", 0.5f)](
-                   auto x) {
-                 using C = decltype(x);
-                 return std::max(C(0), std::min(C(1), C(alpha) * x + C(beta)));
-               }),
+      KS_UNARY(
+          "HardSigmoid", FloatTypes,
+          [alpha = attrs.get_float("alpha", 0.2f), beta = attrs.get_float("beta", 0.5f)](auto x) {
+            using C = decltype(x);
+            return std::max(C(0), std::min(C(1), C(alpha) * x + C(beta)));
+          }),
       KS_UNARY("HardSwish", FloatTypes,
                [](auto x) {
                  using C = decltype(x);

@@ -127,12 +127,12 @@ class CudnnConv final : public Kernel {
     if (bias || residual || activation_ != Activation::kNone) {
       const int64_t channels = channels_last_ ? y.shape()[y.rank() - 1] : y.shape()[1];
       const int64_t plane = y.num_elements() / std::max<int64_t>(1, y.shape()[0] * channels);
-      KS_RETURN_IF_ERROR(check_launch(
-          "conv epilogue",
-          launch_conv_epilogue(type_, y.raw_data(), bias ? bias->raw_data() : nullptr,
-                               residual ? residual->raw_data() : nullptr, y.num_elements(),
-                               channels, plane, channels_last_, activation_, alpha_, beta_,
-                               stream)));
+      KS_RETURN_IF_ERROR(
+          check_launch("conv epilogue",
+                       launch_conv_epilogue(type_, y.raw_data(), bias ? bias->raw_data() : nullptr,
+                                            residual ? residual->raw_data() : nullptr,
+                                            y.num_elements(), channels, plane, channels_last_,
+                                            activation_, alpha_, beta_, stream)));
     }
     return Status();
   }
@@ -218,7 +218,8 @@ class CudnnConv final : public Kernel {
     bool chosen = false;
     for (int i = 0; i < returned && !chosen; ++i) {
       if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
-      // FP32 must stay FP32: skip algorithms that would use tensor-op math when it is not asked for.
+      // FP32 must stay FP32: skip algorithms that would use tensor-op math when it is not asked
+      // for.
       if (dtype_ == DType::kFloat32 && !tf32_ && perf[i].mathType == CUDNN_TENSOR_OP_MATH) continue;
       plan->algo = perf[i].algo;
       plan->workspace = perf[i].memory;

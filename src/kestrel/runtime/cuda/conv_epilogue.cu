@@ -9,14 +9,22 @@ namespace {
 
 __device__ __forceinline__ float activate(Activation a, float x, float alpha, float beta) {
   switch (a) {
-    case Activation::kNone: return x;
-    case Activation::kRelu: return x < 0.f ? 0.f : x;
-    case Activation::kLeakyRelu: return x < 0.f ? alpha * x : x;
-    case Activation::kSigmoid: return 1.f / (1.f + expf(-x));
-    case Activation::kHardSigmoid: return fmaxf(0.f, fminf(1.f, alpha * x + beta));
-    case Activation::kHardSwish: return x * fmaxf(0.f, fminf(1.f, x / 6.f + 0.5f));
-    case Activation::kClip: return alpha > beta ? beta : (x < alpha ? alpha : (x > beta ? beta : x));
-    case Activation::kSilu: return x / (1.f + expf(-x));
+    case Activation::kNone:
+      return x;
+    case Activation::kRelu:
+      return x < 0.f ? 0.f : x;
+    case Activation::kLeakyRelu:
+      return x < 0.f ? alpha * x : x;
+    case Activation::kSigmoid:
+      return 1.f / (1.f + expf(-x));
+    case Activation::kHardSigmoid:
+      return fmaxf(0.f, fminf(1.f, alpha * x + beta));
+    case Activation::kHardSwish:
+      return x * fmaxf(0.f, fminf(1.f, x / 6.f + 0.5f));
+    case Activation::kClip:
+      return alpha > beta ? beta : (x < alpha ? alpha : (x > beta ? beta : x));
+    case Activation::kSilu:
+      return x / (1.f + expf(-x));
   }
   return x;
 }
@@ -41,10 +49,10 @@ cudaError_t launch_conv_epilogue(FloatType t, void* y, const void* bias, const v
                                  Activation activation, float alpha, float beta,
                                  cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
-  KS_FLOAT_DISPATCH(t, (epilogue<T><<<blocks_for(count), 256, 0, stream>>>(
-                           static_cast<T*>(y), static_cast<const T*>(bias),
-                           static_cast<const T*>(residual), count, channels, plane,
-                           channels_last, activation, alpha, beta)));
+  KS_FLOAT_DISPATCH(
+      t, (epilogue<T><<<blocks_for(count), 256, 0, stream>>>(
+             static_cast<T*>(y), static_cast<const T*>(bias), static_cast<const T*>(residual),
+             count, channels, plane, channels_last, activation, alpha, beta)));
   return cudaGetLastError();
 }
 

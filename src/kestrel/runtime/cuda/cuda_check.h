@@ -16,10 +16,10 @@ Status cuda_status(cudaError_t error, const char* call, const char* file, int li
 
 }  // namespace kestrel::runtime::cuda
 
-#define KS_CUDA_RETURN_IF_ERROR(call)                                                     \
-  do {                                                                                    \
-    const cudaError_t ks_cuda_error_ = (call);                                            \
-    if (ks_cuda_error_ != cudaSuccess) {                                                  \
+#define KS_CUDA_RETURN_IF_ERROR(call)                                                          \
+  do {                                                                                         \
+    const cudaError_t ks_cuda_error_ = (call);                                                 \
+    if (ks_cuda_error_ != cudaSuccess) {                                                       \
       return ::kestrel::runtime::cuda::cuda_status(ks_cuda_error_, #call, __FILE__, __LINE__); \
-    }                                                                                     \
+    }                                                                                          \
   } while (0)

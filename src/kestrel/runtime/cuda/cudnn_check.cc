@@ -5,11 +5,11 @@
 namespace kestrel::runtime::cuda {
 
 Status cudnn_status(cudnnStatus_t status, const char* call, const char* file, int line) {
-  const StatusCode code = status == CUDNN_STATUS_ALLOC_FAILED ? StatusCode::kResourceExhausted
+  const StatusCode code = status == CUDNN_STATUS_ALLOC_FAILED    ? StatusCode::kResourceExhausted
                           : status == CUDNN_STATUS_NOT_SUPPORTED ? StatusCode::kUnimplemented
                                                                  : StatusCode::kInternal;
-  return Status(code, fmt::format("{} failed: {} at {}:{}", call, cudnnGetErrorString(status), file,
-                                  line));
+  return Status(
+      code, fmt::format("{} failed: {} at {}:{}", call, cudnnGetErrorString(status), file, line));
 }
 
 StatusOr<cudnnHandle_t> thread_cudnn_handle() {

@@ -14,10 +14,10 @@ StatusOr<cudnnHandle_t> thread_cudnn_handle();
 
 }  // namespace kestrel::runtime::cuda
 
-#define KS_CUDNN_RETURN_IF_ERROR(call)                                                       \
-  do {                                                                                       \
-    const cudnnStatus_t ks_cudnn_status_ = (call);                                           \
-    if (ks_cudnn_status_ != CUDNN_STATUS_SUCCESS) {                                          \
+#define KS_CUDNN_RETURN_IF_ERROR(call)                                                            \
+  do {                                                                                            \
+    const cudnnStatus_t ks_cudnn_status_ = (call);                                                \
+    if (ks_cudnn_status_ != CUDNN_STATUS_SUCCESS) {                                               \
       return ::kestrel::runtime::cuda::cudnn_status(ks_cudnn_status_, #call, __FILE__, __LINE__); \
-    }                                                                                        \
+    }                                                                                             \
   } while (0)

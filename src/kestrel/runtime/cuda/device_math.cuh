@@ -50,15 +50,15 @@ inline unsigned blocks_for(int64_t n) {
 }
 
 // Launches kernel<float> or kernel<__half> for `t`: dispatch for the floating kernels.
-#define KS_FLOAT_DISPATCH(t, body)          \
-  do {                                      \
-    if ((t) == FloatType::kFloat32) {       \
-      using T = float;                      \
-      body;                                 \
-    } else {                                \
-      using T = __half;                     \
-      body;                                 \
-    }                                       \
+#define KS_FLOAT_DISPATCH(t, body)    \
+  do {                                \
+    if ((t) == FloatType::kFloat32) { \
+      using T = float;                \
+      body;                           \
+    } else {                          \
+      using T = __half;               \
+      body;                           \
+    }                                 \
   } while (0)
 
 }  // namespace kestrel::runtime::cuda

@@ -9,13 +9,12 @@
 namespace kestrel::runtime::cuda {
 namespace {
 
-StatusOr<std::unique_ptr<Kernel>> unary(const KernelDef& def, UnaryOp op, float alpha,
-                                        float beta) {
+StatusOr<std::unique_ptr<Kernel>> unary(const KernelDef& def, UnaryOp op, float alpha, float beta) {
   KS_ASSIGN_OR_RETURN(FloatType t, float_type(def, def.input_dtypes[0]));
   return make_kernel([t, op, alpha, beta](KernelContext& ctx) -> Status {
-    return check_launch("unary", launch_unary(t, ctx.input(0).raw_data(), ctx.output(0).raw_data(),
-                                              ctx.input(0).num_elements(), op, alpha, beta,
-                                              stream_of(ctx)));
+    return check_launch("unary",
+                        launch_unary(t, ctx.input(0).raw_data(), ctx.output(0).raw_data(),
+                                     ctx.input(0).num_elements(), op, alpha, beta, stream_of(ctx)));
   });
 }
 
@@ -43,22 +42,30 @@ StatusOr<std::unique_ptr<Kernel>> create_clip(const KernelDef& def) {
   KS_ASSIGN_OR_RETURN(FloatType t, float_type(def, def.input_dtypes[0]));
   return make_kernel([t](KernelContext& ctx) -> Status {
     auto bound = [&](size_t i) { return ctx.has_input(i) ? ctx.input(i).raw_data() : nullptr; };
-    return check_launch("clip", launch_clip(t, ctx.input(0).raw_data(), ctx.output(0).raw_data(),
-                                            ctx.input(0).num_elements(), bound(1), bound(2),
-                                            stream_of(ctx)));
+    return check_launch(
+        "clip", launch_clip(t, ctx.input(0).raw_data(), ctx.output(0).raw_data(),
+                            ctx.input(0).num_elements(), bound(1), bound(2), stream_of(ctx)));
   });
 }
 
 std::optional<CastType> cast_type(DType d) {
   switch (d) {
-    case DType::kFloat32: return CastType::kFloat32;
-    case DType::kFloat16: return CastType::kFloat16;
-    case DType::kInt32: return CastType::kInt32;
-    case DType::kInt64: return CastType::kInt64;
-    case DType::kInt8: return CastType::kInt8;
-    case DType::kUInt8: return CastType::kUInt8;
-    case DType::kBool: return CastType::kBool;
-    default: return std::nullopt;
+    case DType::kFloat32:
+      return CastType::kFloat32;
+    case DType::kFloat16:
+      return CastType::kFloat16;
+    case DType::kInt32:
+      return CastType::kInt32;
+    case DType::kInt64:
+      return CastType::kInt64;
+    case DType::kInt8:
+      return CastType::kInt8;
+    case DType::kUInt8:
+      return CastType::kUInt8;
+    case DType::kBool:
+      return CastType::kBool;
+    default:
+      return std::nullopt;
   }
 }
 
@@ -70,25 +77,25 @@ StatusOr<std::unique_ptr<Kernel>> create_cast(const KernelDef& def) {
                          def.output_dtypes[0]);
   }
   return make_kernel([from = *from, to = *to](KernelContext& ctx) -> Status {
-    return check_launch("cast", launch_cast(from, to, ctx.input(0).raw_data(),
-                                            ctx.output(0).raw_data(), ctx.input(0).num_elements(),
-                                            stream_of(ctx)));
+    return check_launch("cast",
+                        launch_cast(from, to, ctx.input(0).raw_data(), ctx.output(0).raw_data(),
+                                    ctx.input(0).num_elements(), stream_of(ctx)));
   });
 }
 
-#define KS_CUDA_UNARY(Name, Op, alpha, beta)                                         \
-  KernelEntry {                                                                      \
-    Name, +[](const KernelDef& def) -> StatusOr<std::unique_ptr<Kernel>> {           \
-      const Attributes& attrs = def.attrs;                                           \
-      (void)attrs;                                                                   \
-      return unary(def, UnaryOp::Op, alpha, beta);                                   \
-    }                                                                                \
+#define KS_CUDA_UNARY(Name, Op, alpha, beta)                               \
+  KernelEntry {                                                            \
+    Name, +[](const KernelDef& def) -> StatusOr<std::unique_ptr<Kernel>> { \
+      const Attributes& attrs = def.attrs;                                 \
+      (void)attrs;                                                         \
+      return unary(def, UnaryOp::Op, alpha, beta);                         \
+    }                                                                      \
   }
-#define KS_CUDA_BINARY(Name, Op)                                                    \
-  KernelEntry {                                                                     \
-    Name, +[](const KernelDef& def) -> StatusOr<std::unique_ptr<Kernel>> {          \
-      return binary(def, BinaryOp::Op);                                             \
-    }                                                                               \
+#define KS_CUDA_BINARY(Name, Op)                                           \
+  KernelEntry {                                                            \
+    Name, +[](const KernelDef& def) -> StatusOr<std::unique_ptr<Kernel>> { \
+      return binary(def, BinaryOp::Op);                                    \
+    }                                                                      \
   }
 
 }  // namespace

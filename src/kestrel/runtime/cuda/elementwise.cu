@@ -11,33 +11,53 @@ namespace {
 
 __device__ __forceinline__ float apply_unary(UnaryOp op, float x, float alpha, float beta) {
   switch (op) {
-    case UnaryOp::kRelu: return x < 0.f ? 0.f : x;
-    case UnaryOp::kLeakyRelu: return x < 0.f ? alpha * x : x;
-    case UnaryOp::kSigmoid: return 1.f / (1.f + expf(-x));
-    case UnaryOp::kHardSigmoid: return fmaxf(0.f, fminf(1.f, alpha * x + beta));
-    case UnaryOp::kHardSwish: return x * fmaxf(0.f, fminf(1.f, x / 6.f + 0.5f));
-    case UnaryOp::kExp: return expf(x);
-    case UnaryOp::kLog: return logf(x);
-    case UnaryOp::kSqrt: return sqrtf(x);
-    case UnaryOp::kNeg: return -x;
-    case UnaryOp::kAbs: return fabsf(x);
-    case UnaryOp::kFloor: return floorf(x);
-    case UnaryOp::kCeil: return ceilf(x);
-    case UnaryOp::kRound: return rintf(x);  // halves to even, like ONNX
+    case UnaryOp::kRelu:
+      return x < 0.f ? 0.f : x;
+    case UnaryOp::kLeakyRelu:
+      return x < 0.f ? alpha * x : x;
+    case UnaryOp::kSigmoid:
+      return 1.f / (1.f + expf(-x));
+    case UnaryOp::kHardSigmoid:
+      return fmaxf(0.f, fminf(1.f, alpha * x + beta));
+    case UnaryOp::kHardSwish:
+      return x * fmaxf(0.f, fminf(1.f, x / 6.f + 0.5f));
+    case UnaryOp::kExp:
+      return expf(x);
+    case UnaryOp::kLog:
+      return logf(x);
+    case UnaryOp::kSqrt:
+      return sqrtf(x);
+    case UnaryOp::kNeg:
+      return -x;
+    case UnaryOp::kAbs:
+      return fabsf(x);
+    case UnaryOp::kFloor:
+      return floorf(x);
+    case UnaryOp::kCeil:
+      return ceilf(x);
+    case UnaryOp::kRound:
+      return rintf(x);  // halves to even, like ONNX
   }
   return x;
 }
 
 __device__ __forceinline__ float apply_binary(BinaryOp op, float a, float b) {
   switch (op) {
-    case BinaryOp::kAdd: return a + b;
-    case BinaryOp::kSub: return a - b;
-    case BinaryOp::kMul: return a * b;
-    case BinaryOp::kDiv: return a / b;
-    case BinaryOp::kPow: return powf(a, b);
+    case BinaryOp::kAdd:
+      return a + b;
+    case BinaryOp::kSub:
+      return a - b;
+    case BinaryOp::kMul:
+      return a * b;
+    case BinaryOp::kDiv:
+      return a / b;
+    case BinaryOp::kPow:
+      return powf(a, b);
     // NaN propagates, as on the CPU (numpy.minimum/maximum).
-    case BinaryOp::kMin: return (isnan(a) || isnan(b)) ? NAN : fminf(a, b);
-    case BinaryOp::kMax: return (isnan(a) || isnan(b)) ? NAN : fmaxf(a, b);
+    case BinaryOp::kMin:
+      return (isnan(a) || isnan(b)) ? NAN : fminf(a, b);
+    case BinaryOp::kMax:
+      return (isnan(a) || isnan(b)) ? NAN : fmaxf(a, b);
   }
   return a;
 }
@@ -113,13 +133,27 @@ template <typename From>
 cudaError_t cast_from(CastType to, const From* x, void* y, int64_t n, cudaStream_t stream) {
   const unsigned blocks = blocks_for(n);
   switch (to) {
-    case CastType::kFloat32: cast_kernel<<<blocks, 256, 0, stream>>>(x, static_cast<float*>(y), n); break;
-    case CastType::kFloat16: cast_kernel<<<blocks, 256, 0, stream>>>(x, static_cast<__half*>(y), n); break;
-    case CastType::kInt32: cast_kernel<<<blocks, 256, 0, stream>>>(x, static_cast<int32_t*>(y), n); break;
-    case CastType::kInt64: cast_kernel<<<blocks, 256, 0, stream>>>(x, static_cast<int64_t*>(y), n); break;
-    case CastType::kInt8: cast_kernel<<<blocks, 256, 0, stream>>>(x, static_cast<int8_t*>(y), n); break;
-    case CastType::kUInt8: cast_kernel<<<blocks, 256, 0, stream>>>(x, static_cast<uint8_t*>(y), n); break;
-    case CastType::kBool: cast_kernel<<<blocks, 256, 0, stream>>>(x, static_cast<bool*>(y), n); break;
+    case CastType::kFloat32:
+      cast_kernel<<<blocks, 256, 0, stream>>>(x, static_cast<float*>(y), n);
+      break;
+    case CastType::kFloat16:
+      cast_kernel<<<blocks, 256, 0, stream>>>(x, static_cast<__half*>(y), n);
+      break;
+    case CastType::kInt32:
+      cast_kernel<<<blocks, 256, 0, stream>>>(x, static_cast<int32_t*>(y), n);
+      break;
+    case CastType::kInt64:
+      cast_kernel<<<blocks, 256, 0, stream>>>(x, static_cast<int64_t*>(y), n);
+      break;
+    case CastType::kInt8:
+      cast_kernel<<<blocks, 256, 0, stream>>>(x, static_cast<int8_t*>(y), n);
+      break;
+    case CastType::kUInt8:
+      cast_kernel<<<blocks, 256, 0, stream>>>(x, static_cast<uint8_t*>(y), n);
+      break;
+    case CastType::kBool:
+      cast_kernel<<<blocks, 256, 0, stream>>>(x, static_cast<bool*>(y), n);
+      break;
   }
   return cudaGetLastError();
 }
@@ -147,13 +181,13 @@ cudaError_t launch_binary(FloatType t, const void* a, const void* b, void* y, in
                           const StridedShape* layout, BinaryOp op, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   if (layout == nullptr) {
-    KS_FLOAT_DISPATCH(t, (binary_same_shape<T><<<blocks_for(n), 256, 0, stream>>>(
-                             static_cast<const T*>(a), static_cast<const T*>(b),
-                             static_cast<T*>(y), n, op)));
+    KS_FLOAT_DISPATCH(
+        t, (binary_same_shape<T><<<blocks_for(n), 256, 0, stream>>>(
+               static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(y), n, op)));
   } else {
     KS_FLOAT_DISPATCH(t, (binary_broadcast<T><<<blocks_for(n), 256, 0, stream>>>(
-                             static_cast<const T*>(a), static_cast<const T*>(b),
-                             static_cast<T*>(y), n, *layout, op)));
+                             static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(y),
+                             n, *layout, op)));
   }
   return cudaGetLastError();
 }
@@ -162,13 +196,20 @@ cudaError_t launch_cast(CastType from, CastType to, const void* x, void* y, int6
                         cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   switch (from) {
-    case CastType::kFloat32: return cast_from(to, static_cast<const float*>(x), y, n, stream);
-    case CastType::kFloat16: return cast_from(to, static_cast<const __half*>(x), y, n, stream);
-    case CastType::kInt32: return cast_from(to, static_cast<const int32_t*>(x), y, n, stream);
-    case CastType::kInt64: return cast_from(to, static_cast<const int64_t*>(x), y, n, stream);
-    case CastType::kInt8: return cast_from(to, static_cast<const int8_t*>(x), y, n, stream);
-    case CastType::kUInt8: return cast_from(to, static_cast<const uint8_t*>(x), y, n, stream);
-    case CastType::kBool: return cast_from(to, static_cast<const bool*>(x), y, n, stream);
+    case CastType::kFloat32:
+      return cast_from(to, static_cast<const float*>(x), y, n, stream);
+    case CastType::kFloat16:
+      return cast_from(to, static_cast<const __half*>(x), y, n, stream);
+    case CastType::kInt32:
+      return cast_from(to, static_cast<const int32_t*>(x), y, n, stream);
+    case CastType::kInt64:
+      return cast_from(to, static_cast<const int64_t*>(x), y, n, stream);
+    case CastType::kInt8:
+      return cast_from(to, static_cast<const int8_t*>(x), y, n, stream);
+    case CastType::kUInt8:
+      return cast_from(to, static_cast<const uint8_t*>(x), y, n, stream);
+    case CastType::kBool:
+      return cast_from(to, static_cast<const bool*>(x), y, n, stream);
   }
   return cudaErrorInvalidValue;
 }

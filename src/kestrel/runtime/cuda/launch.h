@@ -24,12 +24,30 @@ struct StridedShape {
 enum class FloatType : int { kFloat32, kFloat16 };
 
 enum class UnaryOp : int {
-  kRelu, kLeakyRelu, kSigmoid, kHardSigmoid, kHardSwish, kExp, kLog, kSqrt, kNeg, kAbs, kFloor,
-  kCeil, kRound
+  kRelu,
+  kLeakyRelu,
+  kSigmoid,
+  kHardSigmoid,
+  kHardSwish,
+  kExp,
+  kLog,
+  kSqrt,
+  kNeg,
+  kAbs,
+  kFloor,
+  kCeil,
+  kRound
 };
 enum class BinaryOp : int { kAdd, kSub, kMul, kDiv, kPow, kMin, kMax };
 enum class Activation : int {
-  kNone, kRelu, kLeakyRelu, kSigmoid, kHardSigmoid, kHardSwish, kClip, kSilu
+  kNone,
+  kRelu,
+  kLeakyRelu,
+  kSigmoid,
+  kHardSigmoid,
+  kHardSwish,
+  kClip,
+  kSilu
 };
 // Element types Cast handles on the GPU.
 enum class CastType : int { kFloat32, kFloat16, kInt32, kInt64, kInt8, kUInt8, kBool };
@@ -58,15 +76,19 @@ struct PoolWindow {
   int pad_bottom, pad_right;           // trailing pads
   bool average, count_include_pad;
 };
-// NCHW: `planes` = N*C planes of h x w. NHWC (channels > 0): `planes` = N images of h x w x channels.
-cudaError_t launch_pool2d(FloatType t, const void* x, void* y, int64_t planes, int h, int w,
-                          int oh, int ow, int channels_last, const PoolWindow& window,
-                          cudaStream_t stream);
-cudaError_t launch_global_average(FloatType t, const void* x, void* y, int64_t planes,
-                                  int64_t size, cudaStream_t stream);
+// NCHW: `planes` = N*C planes of h x w. NHWC (channels > 0): `planes` = N images of h x w x
+// channels.
+cudaError_t launch_pool2d(FloatType t, const void* x, void* y, int64_t planes, int h, int w, int oh,
+                          int ow, int channels_last, const PoolWindow& window, cudaStream_t stream);
+cudaError_t launch_global_average(FloatType t, const void* x, void* y, int64_t planes, int64_t size,
+                                  cudaStream_t stream);
 
 enum class ResizeCoordinates : int {
-  kHalfPixel, kHalfPixelSymmetric, kPytorchHalfPixel, kAlignCorners, kAsymmetric
+  kHalfPixel,
+  kHalfPixelSymmetric,
+  kPytorchHalfPixel,
+  kAlignCorners,
+  kAsymmetric
 };
 enum class NearestRounding : int { kRoundPreferFloor, kRoundPreferCeil, kFloor, kCeil };
 struct ResizeAxis {

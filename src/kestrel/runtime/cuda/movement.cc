@@ -96,9 +96,9 @@ StatusOr<std::unique_ptr<Kernel>> create_split(const KernelDef& def) {
       if (!out.defined()) continue;
       const int64_t block = out.shape()[axis] * inner;
       KS_RETURN_IF_ERROR(check_launch(
-          "split", launch_copy_blocks(esize, static_cast<const char*>(in.raw_data()) + offset * esize,
-                                      out.raw_data(), outer, block, in_block, block,
-                                      stream_of(ctx))));
+          "split",
+          launch_copy_blocks(esize, static_cast<const char*>(in.raw_data()) + offset * esize,
+                             out.raw_data(), outer, block, in_block, block, stream_of(ctx))));
       offset += block;
     }
     return Status();
@@ -109,9 +109,9 @@ StatusOr<std::unique_ptr<Kernel>> create_split(const KernelDef& def) {
 
 std::vector<KernelEntry> movement_kernels() {
   return {
-      {"Reshape", create_view},   {"Flatten", create_view},   {"Squeeze", create_view},
-      {"Unsqueeze", create_view}, {"Identity", create_view},  {"Transpose", create_transpose},
-      {"Expand", create_expand},  {"Concat", create_concat},  {"Split", create_split},
+      {"Reshape", create_view},   {"Flatten", create_view},  {"Squeeze", create_view},
+      {"Unsqueeze", create_view}, {"Identity", create_view}, {"Transpose", create_transpose},
+      {"Expand", create_expand},  {"Concat", create_concat}, {"Split", create_split},
   };
 }
 

@@ -22,13 +22,30 @@ __global__ void copy_blocks(const E* __restrict__ in, E* __restrict__ out, int64
 
 }  // namespace
 
-#define KS_BY_SIZE(size, body)                    \
-  switch (size) {                                 \
-    case 1: { using E = uint8_t; body; break; }   \
-    case 2: { using E = uint16_t; body; break; }  \
-    case 4: { using E = uint32_t; body; break; }  \
-    case 8: { using E = uint64_t; body; break; }  \
-    default: return cudaErrorInvalidValue;        \
+#define KS_BY_SIZE(size, body)      \
+  switch (size) {                   \
+    case 1: {                       \
+      using E = uint8_t;            \
+      body;                         \
+      break;                        \
+    }                               \
+    case 2: {                       \
+      using E = uint16_t;           \
+      body;                         \
+      break;                        \
+    }                               \
+    case 4: {                       \
+      using E = uint32_t;           \
+      body;                         \
+      break;                        \
+    }                               \
+    case 8: {                       \
+      using E = uint64_t;           \
+      body;                         \
+      break;                        \
+    }                               \
+    default:                        \
+      return cudaErrorInvalidValue; \
   }
 
 cudaError_t launch_gather_strided(int element_size, const void* in, void* out, int64_t n,

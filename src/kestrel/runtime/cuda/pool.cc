@@ -20,7 +20,8 @@ StatusOr<std::unique_ptr<Kernel>> create_pool(const KernelDef& def, bool average
   const std::vector<int64_t> p = def.attrs.get_ints("pads", {0, 0, 0, 0});
   const std::string auto_pad = def.attrs.get_string("auto_pad", "NOTSET");
   auto i = [](int64_t v) { return static_cast<int>(v); };
-  const PoolWindow base{i(k[0]), i(k[1]), i(s[0]), i(s[1]), i(d[0]), i(d[1]), i(p[0]), i(p[1]),
+  const PoolWindow base{i(k[0]), i(k[1]), i(s[0]), i(s[1]),
+                        i(d[0]), i(d[1]), i(p[0]), i(p[1]),
                         i(p[2]), i(p[3]), average, def.attrs.get_int("count_include_pad", 0) != 0};
   const bool nhwc = def.attrs.get_int("kestrel_channels_last", 0) != 0;
   return make_kernel([t, base, auto_pad, nhwc](KernelContext& ctx) -> Status {
@@ -46,8 +47,8 @@ StatusOr<std::unique_ptr<Kernel>> create_pool(const KernelDef& def, bool average
     }
     const int64_t planes = nhwc ? x.shape()[0] : x.shape()[0] * x.shape()[1];
     const int channels = nhwc ? static_cast<int>(x.shape()[3]) : 0;
-    return check_launch("pool2d", launch_pool2d(t, x.raw_data(), y.raw_data(), planes, h, w, oh,
-                                                ow, channels, win, stream_of(ctx)));
+    return check_launch("pool2d", launch_pool2d(t, x.raw_data(), y.raw_data(), planes, h, w, oh, ow,
+                                                channels, win, stream_of(ctx)));
   });
 }
 

@@ -64,8 +64,8 @@ __global__ void global_average(const T* __restrict__ x, T* __restrict__ y, int64
 
 }  // namespace
 
-cudaError_t launch_pool2d(FloatType t, const void* x, void* y, int64_t planes, int h, int w,
-                          int oh, int ow, int channels_last, const PoolWindow& window,
+cudaError_t launch_pool2d(FloatType t, const void* x, void* y, int64_t planes, int h, int w, int oh,
+                          int ow, int channels_last, const PoolWindow& window,
                           cudaStream_t stream) {
   const int64_t n = planes * oh * ow * (channels_last > 0 ? channels_last : 1);
   if (n == 0) return cudaSuccess;
@@ -75,8 +75,8 @@ cudaError_t launch_pool2d(FloatType t, const void* x, void* y, int64_t planes, i
   return cudaGetLastError();
 }
 
-cudaError_t launch_global_average(FloatType t, const void* x, void* y, int64_t planes,
-                                  int64_t size, cudaStream_t stream) {
+cudaError_t launch_global_average(FloatType t, const void* x, void* y, int64_t planes, int64_t size,
+                                  cudaStream_t stream) {
   if (planes == 0) return cudaSuccess;
   KS_FLOAT_DISPATCH(t, (global_average<T><<<blocks_for(planes * 32), 256, 0, stream>>>(
                            static_cast<const T*>(x), static_cast<T*>(y), planes, size)));

@@ -40,11 +40,12 @@ StatusOr<std::unique_ptr<Kernel>> create_resize(const KernelDef& def) {
     // Scales as ONNX defines them: given (a value input, so on the host), else out / in.
     std::vector<double> scale(4);
     for (size_t i = 0; i < 4; ++i) {
-      scale[i] = x.shape()[i] == 0 ? 1.0
-                                   : static_cast<double>(y.shape()[i]) /
-                                         static_cast<double>(x.shape()[i]);
+      scale[i] = x.shape()[i] == 0
+                     ? 1.0
+                     : static_cast<double>(y.shape()[i]) / static_cast<double>(x.shape()[i]);
     }
-    if (ctx.has_input(2) && ctx.input(2).num_elements() == 4) scale = ctx.input(2).to_double_vector();
+    if (ctx.has_input(2) && ctx.input(2).num_elements() == 4)
+      scale = ctx.input(2).to_double_vector();
     // The two scaled axes: 2 and 3 (NCHW), or 1 and 2 with the channels last (NHWC).
     const bool nchw = scale[0] == 1 && scale[1] == 1 && x.shape()[1] == y.shape()[1];
     const bool nhwc = !nchw && scale[0] == 1 && scale[3] == 1 && x.shape()[3] == y.shape()[3];

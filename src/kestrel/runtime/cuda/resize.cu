@@ -12,25 +12,39 @@ __device__ __forceinline__ int64_t source_index(int64_t x, ResizeAxis a, ResizeC
   const double xd = static_cast<double>(x), in = static_cast<double>(a.in);
   double s = 0;
   switch (c) {
-    case ResizeCoordinates::kHalfPixel: s = (xd + 0.5) / a.scale - 0.5; break;
+    case ResizeCoordinates::kHalfPixel:
+      s = (xd + 0.5) / a.scale - 0.5;
+      break;
     case ResizeCoordinates::kHalfPixelSymmetric: {
       const double adjustment = static_cast<double>(a.out) / (a.scale * in);
       s = in / 2 * (1 - adjustment) + (xd + 0.5) / a.scale - 0.5;
       break;
     }
-    case ResizeCoordinates::kPytorchHalfPixel: s = a.out > 1 ? (xd + 0.5) / a.scale - 0.5 : 0; break;
+    case ResizeCoordinates::kPytorchHalfPixel:
+      s = a.out > 1 ? (xd + 0.5) / a.scale - 0.5 : 0;
+      break;
     case ResizeCoordinates::kAlignCorners:
       s = a.out == 1 ? 0 : xd * (in - 1) / static_cast<double>(a.out - 1);
       break;
-    case ResizeCoordinates::kAsymmetric: s = xd / a.scale; break;
+    case ResizeCoordinates::kAsymmetric:
+      s = xd / a.scale;
+      break;
   }
   double i = 0;
   const bool half = s - floor(s) == 0.5;
   switch (r) {
-    case NearestRounding::kRoundPreferFloor: i = half ? floor(s) : round(s); break;
-    case NearestRounding::kRoundPreferCeil: i = half ? ceil(s) : round(s); break;
-    case NearestRounding::kFloor: i = floor(s); break;
-    case NearestRounding::kCeil: i = ceil(s); break;
+    case NearestRounding::kRoundPreferFloor:
+      i = half ? floor(s) : round(s);
+      break;
+    case NearestRounding::kRoundPreferCeil:
+      i = half ? ceil(s) : round(s);
+      break;
+    case NearestRounding::kFloor:
+      i = floor(s);
+      break;
+    case NearestRounding::kCeil:
+      i = ceil(s);
+      break;
   }
   const double last = static_cast<double>(a.in - 1);
   return static_cast<int64_t>(i < 0 ? 0 : (i > last ? last : i));
