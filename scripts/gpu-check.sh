@@ -19,10 +19,20 @@ run gpu_tests --perf --gtest_filter='*CudaOps*' > "$out/ops_perf.txt" 2>&1
 grep -E "^(Conv|MaxPool|Resize|Transpose|Concat|Add |Mul |Sigmoid)" "$out/ops_perf.txt" | head -40
 [ "${1:-}" = quick ] && exit 0
 echo "== engine throughput (model forward, input on the GPU)"
-for spec in "yolov5n.onnx fp32" "yolov5n.onnx fp16" "yolov5s-randw-fp16.onnx fp32"; do
+# model precision layout [extra flags]
+for spec in "yolov5n.onnx fp32 nhwc" "yolov5n.onnx fp32 nchw" "yolov5n.onnx fp16 nhwc" \
+            "yolov5n.onnx fp16 nchw" "yolov5s-randw-fp16.onnx fp16 nhwc" \
+            "yolov5s-randw-fp16.onnx fp16 nchw"; do
   set -- $spec
   flag=""; [ "$2" = fp16 ] && flag=--fp16
-  echo "-- $1 $2"
-  run kestrel perf "$here/shared/models/$1" --backend cuda $flag --batch 1,8,32,64 -n 50 \
-    2>&1 | tee "$out/perf_${1%.onnx}_$2.txt" | tail -6
+  name="${1%.onnx}_$2_$3"
+  echo "-- $name"
+  run kestrel perf "$here/shared/models/$1" --backend cuda $flag --layout "$3" --batch 1,8,32,64 \
+    -n 50 --profile-csv "$out/layers_$name.csv" 2>&1 | tee "$out/perf_$name.txt" | sed -n 2,7p
+done
+echo "== per-layer profile (batch 32, NHWC FP16)"
+for m in yolov5n.onnx yolov5s-randw-fp16.onnx; do
+  run kestrel perf "$here/shared/models/$m" --backend cuda --fp16 --batch 32 -n 20 --profile \
+    --top 25 > "$out/profile_${m%.onnx}.txt" 2>&1
+  sed -n '/^batch 32:/,$p' "$out/profile_${m%.onnx}.txt" | head -22
 done

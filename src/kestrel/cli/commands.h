@@ -10,6 +10,7 @@
 namespace kestrel::cli {
 
 void add_inspect_command(CLI::App& app);  // inspect.cc
+void add_build_command(CLI::App& app);    // build.cc
 void add_run_command(CLI::App& app);      // run.cc
 void add_perf_command(CLI::App& app);     // perf.cc
 void add_detect_command(CLI::App& app);   // detect.cc

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   app.add_flag("-q,--quiet", quiet, "Only warnings and errors");
   app.parse_complete_callback([&] { kestrel::set_log_verbosity(quiet ? 0 : 1 + verbose); });
   kestrel::cli::add_inspect_command(app);
+  kestrel::cli::add_build_command(app);
   kestrel::cli::add_run_command(app);
   kestrel::cli::add_perf_command(app);
   kestrel::cli::add_detect_command(app);

@@ -5,12 +5,13 @@
 
 #include <algorithm>
 #include <chrono>
-#include <random>
+#include <cstdio>
+#include <map>
 
 #include "kestrel/base/logging.h"
 #include "kestrel/cli/commands.h"
+#include "kestrel/cli/model_loading.h"
 #include "kestrel/engine/builder.h"
-#include "kestrel/onnx/importer.h"
 
 namespace kestrel::cli {
 namespace {
@@ -25,6 +26,9 @@ struct PerfOptions {
   std::string layout = "auto";
   int iterations = 100;
   int warmup = 10;
+  bool profile = false;     // per-layer times after the table
+  std::string profile_csv;  // every layer of every batch size, as CSV
+  int top = 15;             // layers shown per batch size
 };
 
 double ms_since(Clock::time_point start) {
@@ -38,45 +42,88 @@ double percentile(std::vector<double> v, double p) {
   return v[i];
 }
 
-StatusOr<Tensor> random_input(const engine::TensorInfo& info, int64_t batch) {
-  std::vector<int64_t> dims;
-  for (size_t d = 0; d < info.type.shape.rank(); ++d) {
-    const ir::SymDim& dim = info.type.shape[d];
-    dims.push_back(dim.is_known() ? dim.value() : batch);
+// Per-layer device time of one batch size: the slowest layers and the time per operator, with the
+// rate each achieves (TFLOP/s by the FLOPs rules, GB/s by the bytes each step reads and writes)
+// to set against the roofline (docs/benchmarks: ~800 TFLOP/s FP16 dense, ~3 TB/s on the H100).
+Status print_profile(const engine::Engine& e, const std::map<std::string, Tensor>& device,
+                     int64_t batch, const PerfOptions& o, std::FILE* csv) {
+  KS_ASSIGN_OR_RETURN(std::vector<engine::Engine::LayerProfile> layers,
+                      e.profile(device, std::max(5, o.iterations / 5)));
+  double total = 0;
+  int64_t flops = 0;
+  for (const auto& l : layers) {
+    total += l.ms;
+    flops += l.flops;
   }
-  KS_ASSIGN_OR_RETURN(Tensor t, Tensor::allocate(info.type.dtype, Shape(dims)));
-  std::mt19937 rng(1);
-  std::uniform_real_distribution<float> u(0.f, 1.f);
-  if (info.type.dtype == DType::kFloat32) {
-    for (float& v : t.values<float>()) v = u(rng);
-  } else if (info.type.dtype == DType::kFloat16) {
-    for (Half& v : t.values<Half>()) v = Half(u(rng));
-  } else {
-    return unimplemented("perf generates float inputs only; input '{}' is {}", info.name,
-                         info.type.dtype);
+  auto rate = [](double amount, double ms, double unit) {
+    return ms > 0 ? amount / (ms * 1e-3) / unit : 0.0;
+  };
+  fmt::print(
+      "\nbatch {}: {} steps, {:.3f} ms of device time step by step, {:.1f} TFLOP/s overall\n",
+      batch, layers.size(), total, rate(static_cast<double>(flops), total, 1e12));
+  struct OpTotal {
+    int count = 0;
+    double ms = 0;
+    int64_t flops = 0, bytes = 0;
+  };
+  std::map<std::string, OpTotal> by_op;
+  for (const auto& l : layers) {
+    OpTotal& t = by_op[l.op];
+    ++t.count;
+    t.ms += l.ms;
+    t.flops += l.flops;
+    t.bytes += l.bytes;
   }
-  return t;
+  std::vector<std::pair<std::string, OpTotal>> ops(by_op.begin(), by_op.end());
+  std::sort(ops.begin(), ops.end(),
+            [](const auto& a, const auto& b) { return a.second.ms > b.second.ms; });
+  fmt::print("{:<16} {:>6} {:>10} {:>7} {:>10} {:>10}\n", "operator", "steps", "ms", "share",
+             "TFLOP/s", "GB/s");
+  for (const auto& [op, t] : ops) {
+    fmt::print("{:<16} {:>6} {:>10.3f} {:>6.1f}% {:>10.1f} {:>10.0f}\n", op, t.count, t.ms,
+               100 * t.ms / total, rate(static_cast<double>(t.flops), t.ms, 1e12),
+               rate(static_cast<double>(t.bytes), t.ms, 1e9));
+  }
+  std::vector<const engine::Engine::LayerProfile*> slowest;
+  for (const auto& l : layers) slowest.push_back(&l);
+  std::sort(slowest.begin(), slowest.end(), [](auto* a, auto* b) { return a->ms > b->ms; });
+  slowest.resize(std::min<size_t>(slowest.size(), static_cast<size_t>(std::max(0, o.top))));
+  fmt::print("{:<28} {:<12} {:<22} {:>9} {:>10} {:>10}\n", "slowest layers", "operator", "output",
+             "ms", "TFLOP/s", "GB/s");
+  for (const auto* l : slowest) {
+    fmt::print("{:<28} {:<12} {:<22} {:>9.4f} {:>10.1f} {:>10.0f}\n", l->node.substr(0, 28), l->op,
+               l->shape, l->ms, rate(static_cast<double>(l->flops), l->ms, 1e12),
+               rate(static_cast<double>(l->bytes), l->ms, 1e9));
+  }
+  if (csv != nullptr) {
+    for (const auto& l : layers) {
+      fmt::print(csv, "{},\"{}\",{},\"{}\",{:.6f},{},{}\n", batch, l.node, l.op, l.shape, l.ms,
+                 l.flops, l.bytes);
+    }
+  }
+  return Status();
 }
 
 Status perf(const PerfOptions& o) {
-  KS_ASSIGN_OR_RETURN(std::unique_ptr<ir::Graph> graph, onnx::import_model_file(o.model));
   engine::BuildOptions build;
   build.engine.backend = o.backend;
   build.precision = o.fp16 ? "fp16" : "fp32";
   build.layout = o.layout;
   build.max_batch = *std::max_element(o.batches.begin(), o.batches.end());
-  engine::BuildReport report;
-  const auto build_start = Clock::now();
-  KS_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> e,
-                      engine::build_engine(std::move(graph), build, &report));
-  fmt::print("built in {:.2f} s on {}: {}\n", ms_since(build_start) / 1000, e->backend_summary(),
-             report.to_string());
+  KS_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> e, load_or_build_engine(o.model, build));
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> csv(nullptr, &std::fclose);
+  if (!o.profile_csv.empty()) {
+    csv.reset(std::fopen(o.profile_csv.c_str(), "w"));
+    if (!csv) return invalid_argument("cannot write {}", o.profile_csv);
+    fmt::print(csv.get(), "batch,node,op,output,ms,flops,bytes\n");
+  }
+  std::vector<std::pair<int64_t, std::map<std::string, Tensor>>> profiled;
   fmt::print("{:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>14}\n", "batch", "img/s",
              "p50 ms", "p90 ms", "p99 ms", "H2D ms", "compute", "D2H ms", "arena/naive MB");
   for (int64_t batch : o.batches) {
     std::map<std::string, Tensor> host, device;
     for (const engine::TensorInfo& info : e->inputs()) {
-      KS_ASSIGN_OR_RETURN(host[info.name], random_input(info, batch));
+      KS_ASSIGN_OR_RETURN(host[info.name], random_model_input(info, batch));
     }
     // H2D: the copy of the inputs to the device.
     std::vector<double> h2d;
@@ -134,19 +181,12 @@ Status perf(const PerfOptions& o) {
         batch, static_cast<double>(batch) / per_run * 1000, percentile(latency, 50),
         percentile(latency, 90), percentile(latency, 99), percentile(h2d, 50), per_run,
         percentile(d2h, 50), memory);
+    if (o.profile || csv) profiled.emplace_back(batch, device);
+  }
+  for (const auto& [batch, device] : profiled) {
+    KS_RETURN_IF_ERROR(print_profile(*e, device, batch, o, csv.get()));
   }
   return Status();
-}
-
-std::vector<int64_t> parse_batches(const std::string& s) {
-  std::vector<int64_t> out;
-  size_t pos = 0;
-  while (pos < s.size()) {
-    const size_t comma = std::min(s.find(',', pos), s.size());
-    out.push_back(std::stoll(s.substr(pos, comma - pos)));
-    pos = comma + 1;
-  }
-  return out;
 }
 
 }  // namespace
@@ -155,7 +195,7 @@ void add_perf_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("perf", "Engine throughput and latency per batch size");
   auto o = std::make_shared<PerfOptions>();
   auto batches = std::make_shared<std::string>("1,8,32");
-  cmd->add_option("model", o->model, "ONNX model file")->required();
+  cmd->add_option("model", o->model, "ONNX model or .kplan engine file")->required();
   cmd->add_option("-b,--batch", *batches, "Comma-separated batch sizes")->capture_default_str();
   cmd->add_option("--backend", o->backend, "cpu, cuda or auto")->capture_default_str();
   cmd->add_flag("--fp16", o->fp16, "Run in float16 (float32 accumulation)");
@@ -164,15 +204,13 @@ void add_perf_command(CLI::App& app) {
   cmd->add_option("-n,--iterations", o->iterations, "Timed runs per batch size")
       ->capture_default_str();
   cmd->add_option("--warmup", o->warmup, "Untimed runs first")->capture_default_str();
+  cmd->add_flag("--profile", o->profile, "Per-layer device time, by operator and slowest layers");
+  cmd->add_option("--profile-csv", o->profile_csv, "Write every layer's time to this CSV file");
+  cmd->add_option("--top", o->top, "Slowest layers shown by --profile")->capture_default_str();
   cmd->callback([o, batches] {
-    try {
-      o->batches = parse_batches(*batches);
-    } catch (const std::exception&) {
-      exit_on_error(invalid_argument("bad --batch '{}' (expected e.g. 1,8,32)", *batches));
-    }
-    if (o->batches.empty() || *std::min_element(o->batches.begin(), o->batches.end()) < 1) {
-      exit_on_error(invalid_argument("batch sizes must be positive"));
-    }
+    StatusOr<std::vector<int64_t>> parsed = parse_batch_list(*batches);
+    exit_on_error(parsed.status());
+    o->batches = *parsed;
     exit_on_error(perf(*o));
   });
 }

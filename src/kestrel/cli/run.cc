@@ -10,6 +10,7 @@
 #include "kestrel/base/logging.h"
 #include "kestrel/base/npy.h"
 #include "kestrel/cli/commands.h"
+#include "kestrel/cli/model_loading.h"
 #include "kestrel/engine/engine.h"
 #include "kestrel/engine/node_runner.h"
 #include "kestrel/onnx/importer.h"
@@ -105,7 +106,15 @@ StatusOr<std::pair<double, double>> compare(const Tensor& a, const Tensor& b) {
   return std::pair{norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff), max_abs};
 }
 
-Status run(const RunOptions& o) {
+// The engine: a .kplan file as it was built, or the ONNX model exactly as exported (no
+// optimization: `run` is the reference path), re-batched when asked.
+StatusOr<std::unique_ptr<engine::Engine>> create_engine(const RunOptions& o) {
+  engine::EngineOptions options{.backend = o.backend, .cpu_reference_only = o.reference};
+  if (is_engine_file(o.model)) {
+    engine::BuildOptions build;
+    build.engine = options;
+    return load_or_build_engine(o.model, build, /*print_summary=*/false);
+  }
   KS_ASSIGN_OR_RETURN(std::unique_ptr<ir::Graph> graph, onnx::import_model_file(o.model));
   const bool fixed_batch = !graph->inputs().empty() && graph->inputs()[0]->shape().has_rank() &&
                            graph->inputs()[0]->shape().rank() > 0 &&
@@ -115,6 +124,11 @@ Status run(const RunOptions& o) {
     std::unique_ptr<ir::NodeEvaluator> evaluator = engine::make_cpu_evaluator();
     KS_RETURN_IF_ERROR(optimize::make_batch_dynamic(*graph, evaluator.get()));
   }
+  return engine::Engine::create(std::move(graph), options);
+}
+
+Status run(const RunOptions& o) {
+  KS_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> eng, create_engine(o));
   std::map<std::string, Tensor> inputs;
   for (const std::string& spec : o.inputs) {
     KS_ASSIGN_OR_RETURN(auto kv, split_assignment(spec));
@@ -137,30 +151,26 @@ Status run(const RunOptions& o) {
     shapes[kv.first] = Shape(std::move(dims));
   }
   std::mt19937_64 rng(o.seed);
-  for (const ir::Value* in : graph->inputs()) {
-    if (inputs.count(in->name())) continue;
+  for (const engine::TensorInfo& in : eng->inputs()) {
+    if (inputs.count(in.name)) continue;
     if (!o.random) {
       return invalid_argument("no value for input '{}' {} (use --input {}=FILE or --random)",
-                              in->name(), in->type().to_string(), in->name());
+                              in.name, in.type.to_string(), in.name);
     }
     Shape shape;
-    if (shapes.count(in->name())) {
-      shape = shapes[in->name()];
+    if (shapes.count(in.name)) {
+      shape = shapes[in.name];
     } else {
       std::vector<int64_t> dims;
-      for (size_t d = 0; d < in->shape().rank(); ++d) {
-        const ir::SymDim& dim = in->shape()[d];
+      for (size_t d = 0; d < in.type.shape.rank(); ++d) {
+        const ir::SymDim& dim = in.type.shape[d];
         dims.push_back(dim.is_known() ? dim.value() : (d == 0 && o.batch > 0 ? o.batch : 1));
       }
       shape = Shape(std::move(dims));
     }
-    KS_ASSIGN_OR_RETURN(inputs[in->name()], random_tensor(in->dtype(), shape, rng));
+    KS_ASSIGN_OR_RETURN(inputs[in.name], random_tensor(in.type.dtype, shape, rng));
   }
 
-  KS_ASSIGN_OR_RETURN(
-      std::unique_ptr<engine::Engine> eng,
-      engine::Engine::create(std::move(graph),
-                             {.backend = o.backend, .cpu_reference_only = o.reference}));
   log::info("running on {}", eng->backend_summary());
   const auto start = std::chrono::steady_clock::now();
   KS_ASSIGN_OR_RETURN(std::vector<Tensor> outputs, eng->run(inputs));
@@ -196,7 +206,7 @@ Status run(const RunOptions& o) {
 void add_run_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("run", "Run a model once and write every output as .npy");
   auto o = std::make_shared<RunOptions>();
-  cmd->add_option("model", o->model, "ONNX model file")->required();
+  cmd->add_option("model", o->model, "ONNX model or .kplan engine file")->required();
   cmd->add_option("-i,--input", o->inputs, "NAME=FILE: an input from .npy or ONNX TensorProto .pb");
   cmd->add_flag("--random", o->random, "Random values for inputs not given with --input");
   cmd->add_option("--shape", o->shapes, "NAME=1x3x640x640: the shape of a random input");

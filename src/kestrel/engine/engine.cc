@@ -43,11 +43,16 @@ class Engine::ExecutionContext {
   StatusOr<std::vector<Tensor>> run(const std::map<std::string, Tensor>& inputs,
                                     const RunOptions& options);
   const MemoryReport& memory() const { return memory_; }
+  // Runs the steps `iterations` times with a timing mark between steps; the mean ms per step.
+  StatusOr<std::vector<double>> profile(const std::map<std::string, Tensor>& inputs,
+                                        int iterations);
 
  private:
   explicit ExecutionContext(const Engine& engine) : engine_(engine) {}
-  // Every step, queued on the stream.
-  Status execute();
+  // Every step, queued on the stream; with `marks`, a timing mark before the first step and after
+  // each one.
+  Status execute(std::vector<std::unique_ptr<runtime::TimingMark>>* marks = nullptr);
+  Status bind(const std::map<std::string, Tensor>& inputs);
 
   const Engine& engine_;
   runtime::Backend* backend_ = nullptr;
@@ -155,9 +160,12 @@ StatusOr<std::unique_ptr<Engine::ExecutionContext>> Engine::ExecutionContext::cr
   return c;
 }
 
-Status Engine::ExecutionContext::execute() {
+Status Engine::ExecutionContext::execute(std::vector<std::unique_ptr<runtime::TimingMark>>* marks) {
   const Engine& e = engine_;
   std::vector<Tensor> ins, outs;
+  if (marks != nullptr) {
+    KS_ASSIGN_OR_RETURN(marks->emplace_back(), stream_->mark());
+  }
   for (const Step& step : e.steps_) {
     ins.assign(step.inputs.size(), Tensor());
     for (size_t k = 0; k < step.inputs.size(); ++k) {
@@ -189,17 +197,42 @@ Status Engine::ExecutionContext::execute() {
     for (size_t k = 0; k < step.outputs.size(); ++k) {
       if (kernel_views_[step.outputs[k]]) slots_[step.outputs[k]] = outs[k];
     }
+    if (marks != nullptr) {
+      KS_ASSIGN_OR_RETURN(marks->emplace_back(), stream_->mark());
+    }
   }
   return Status();
 }
 
-StatusOr<std::vector<Tensor>> Engine::ExecutionContext::run(
-    const std::map<std::string, Tensor>& inputs, const RunOptions& options) {
+Status Engine::ExecutionContext::bind(const std::map<std::string, Tensor>& inputs) {
   const Engine& e = engine_;
   for (size_t k = 0; k < e.inputs_.size(); ++k) {
     Tensor& dst = slots_[e.input_slots_[k]];
     KS_RETURN_IF_ERROR(backend_->copy_async(inputs.at(e.inputs_[k].name), dst, *stream_));
   }
+  return Status();
+}
+
+StatusOr<std::vector<double>> Engine::ExecutionContext::profile(
+    const std::map<std::string, Tensor>& inputs, int iterations) {
+  KS_RETURN_IF_ERROR(bind(inputs));
+  KS_RETURN_IF_ERROR(execute());  // warm-up: algorithm searches and first-touch costs
+  std::vector<double> ms(engine_.steps_.size(), 0.0);
+  for (int it = 0; it < iterations; ++it) {
+    std::vector<std::unique_ptr<runtime::TimingMark>> marks;
+    KS_RETURN_IF_ERROR(execute(&marks));
+    for (size_t i = 0; i < ms.size(); ++i) {
+      KS_ASSIGN_OR_RETURN(double t, marks[i + 1]->ms_since(*marks[i]));
+      ms[i] += t / iterations;
+    }
+  }
+  return ms;
+}
+
+StatusOr<std::vector<Tensor>> Engine::ExecutionContext::run(
+    const std::map<std::string, Tensor>& inputs, const RunOptions& options) {
+  const Engine& e = engine_;
+  KS_RETURN_IF_ERROR(bind(inputs));
   if (recording_) {
     KS_RETURN_IF_ERROR(recording_->replay(*stream_));
   } else {
@@ -254,6 +287,51 @@ StatusOr<std::unique_ptr<Engine::ExecutionContext>> Engine::acquire_context(
   return ExecutionContext::create(*this, bindings);
 }
 
+StatusOr<std::vector<Engine::LayerProfile>> Engine::profile(
+    const std::map<std::string, Tensor>& inputs, int iterations) const {
+  if (iterations < 1) return invalid_argument("profile needs at least one iteration");
+  KS_ASSIGN_OR_RETURN(auto bindings, bind_inputs(inputs));
+  if (!plannable_ || !options_.plan) {
+    return failed_precondition("this engine runs node by node: only planned engines are profiled");
+  }
+  KS_ASSIGN_OR_RETURN(std::unique_ptr<ExecutionContext> context, acquire_context(bindings));
+  StatusOr<std::vector<double>> ms = context->profile(inputs, iterations);
+  release_context(bindings, std::move(context));
+  KS_RETURN_IF_ERROR(ms.status());
+
+  std::unique_ptr<ir::NodeEvaluator> evaluator = make_cpu_evaluator();
+  ir::InferenceOptions inference;
+  inference.symbols = bindings;
+  inference.evaluator = evaluator.get();
+  KS_ASSIGN_OR_RETURN(ir::InferredTypes types, ir::infer_types(*graph_, inference));
+  KS_ASSIGN_OR_RETURN(auto flops, ir::count_flops(*graph_, types));
+  auto bytes_of = [&](const ir::Value* v) -> int64_t {
+    auto it = types.find(v);
+    if (v == nullptr || it == types.end() || !it->second.is_static()) return 0;
+    StatusOr<int64_t> n = checked_num_elements(it->second.dims);
+    return n.ok() ? *n * static_cast<int64_t>(dtype_size(it->second.dtype)) : 0;
+  };
+  std::vector<LayerProfile> layers;
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    const ir::Node& node = *steps_[i].node;
+    LayerProfile p;
+    p.node = node.name();
+    p.op = node.op_type();
+    p.ms = (*ms)[i];
+    if (auto f = flops.find(&node); f != flops.end()) p.flops = f->second;
+    for (const ir::Value* v : node.inputs()) p.bytes += bytes_of(v);
+    for (const ir::Value* v : node.outputs()) p.bytes += bytes_of(v);
+    if (!node.outputs().empty()) {
+      auto it = types.find(node.outputs()[0]);
+      if (it != types.end()) p.shape = Shape(it->second.dims).to_string();
+    }
+    layers.push_back(std::move(p));
+  }
+  return layers;
+}
+
+std::map<std::string, std::string> Engine::target() const { return backends_[0]->target(); }
+
 bool Engine::plannable(const std::map<std::string, int64_t>& bindings) const {
   std::lock_guard<std::mutex> lock(contexts_mutex_);
   return !unplannable_bindings_.count(bindings);
@@ -285,6 +363,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<ir::Graph> grap
   inference.evaluator = evaluator.get();
   KS_ASSIGN_OR_RETURN(ir::InferredTypes types, ir::infer_types(*graph, inference));
   KS_ASSIGN_OR_RETURN(engine->backends_, create_backends(options));
+  engine->tuning_.merge(options.tuning);
 
   for (const ir::Value* v : graph->values()) {
     engine->slot_of_[v] = engine->slot_template_.size();
@@ -377,8 +456,10 @@ Status Engine::bind_lazily(const Step& step, const std::vector<Tensor>& slots) c
 StatusOr<std::pair<runtime::Backend*, std::unique_ptr<runtime::Kernel>>> Engine::create_kernel(
     const runtime::KernelDef& def) const {
   Status first_error;
+  runtime::KernelDef tuned = def;
+  tuned.tuning = &tuning_;
   for (const auto& backend : backends_) {
-    StatusOr<std::unique_ptr<runtime::Kernel>> kernel = backend->create_kernel(def);
+    StatusOr<std::unique_ptr<runtime::Kernel>> kernel = backend->create_kernel(tuned);
     if (kernel.ok()) return std::pair{backend.get(), std::move(kernel).value()};
     if (kernel.status().code() != StatusCode::kUnimplemented) return kernel.status();
     if (first_error.ok()) first_error = kernel.status();

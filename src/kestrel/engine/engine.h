@@ -43,6 +43,9 @@ struct EngineOptions {
   bool plan = true;
   // On the GPU, also record each batch size's forward pass as a CUDA graph and replay it.
   bool cuda_graphs = true;
+  // Autotuner choices to start from (runtime/tuning.h): from an engine file or a timing cache
+  // measured on the same target.
+  std::map<std::string, std::string> tuning = {};
 };
 
 struct TensorInfo {
@@ -61,6 +64,15 @@ class Engine {
   const ir::Graph& graph() const { return *graph_; }
   // "cpu", or "cuda (57 nodes), cpu (3 nodes)" when nodes fell back to the CPU.
   std::string backend_summary() const;
+  // The primary backend's name and target (runtime::Backend::target()).
+  std::map<std::string, std::string> target() const;
+  // The autotuner's choices so far: the seed entries plus every measurement made since (a batch
+  // size's measurements happen on its first run).
+  std::map<std::string, std::string> tuning_entries() const { return tuning_.entries(); }
+  // Adds choices (e.g. from a timing cache) for kernels that have not measured yet.
+  void seed_tuning(const std::map<std::string, std::string>& entries) const {
+    tuning_.merge(entries);
+  }
 
   struct MemoryReport {
     size_t arena_bytes = 0;  // the planned arena of one context
@@ -83,6 +95,21 @@ class Engine {
   }
   StatusOr<std::vector<Tensor>> run(const std::map<std::string, Tensor>& inputs,
                                     const RunOptions& options) const;
+
+  // One step of the forward pass, timed by profile().
+  struct LayerProfile {
+    std::string node;   // the node's name
+    std::string op;     // its operator
+    std::string shape;  // its first output's shape
+    double ms = 0;      // mean device time
+    int64_t flops = 0;  // by the operator's FLOPs rule (0 where it has none)
+    int64_t bytes = 0;  // read and written: every input (weights included) and output
+  };
+  // Runs the planned forward pass on `inputs` `iterations` times, step by step with a timing mark
+  // between steps (CUDA events on the GPU; no CUDA graph, so each step pays its launch), and
+  // returns every step in execution order. FAILED_PRECONDITION for engines that are not planned.
+  StatusOr<std::vector<LayerProfile>> profile(const std::map<std::string, Tensor>& inputs,
+                                              int iterations) const;
 
   // The engine's primary device ("cuda" or "cpu"), and copies to it and back.
   Device device() const;
@@ -124,6 +151,7 @@ class Engine {
   std::map<size_t, Tensor> device_constants_;
   mutable std::mutex lazy_mutex_;
   EngineOptions options_;
+  mutable runtime::TuningCache tuning_;
   // Every step on the first backend, no data-dependent shape: runs can be planned.
   bool plannable_ = false;
   mutable std::mutex contexts_mutex_;

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
+
 namespace kestrel::runtime {
 
 std::string KernelDef::describe() const {
@@ -15,6 +17,18 @@ Status KernelContext::allocate_output(size_t i, DType dtype, const Shape& shape)
 
 namespace {
 
+class HostClockMark final : public TimingMark {
+ public:
+  StatusOr<double> ms_since(const TimingMark& earlier) const override {
+    const auto* e = dynamic_cast<const HostClockMark*>(&earlier);
+    if (e == nullptr) return invalid_argument("timing marks of different streams");
+    return std::chrono::duration<double, std::milli>(time_ - e->time_).count();
+  }
+
+ private:
+  std::chrono::steady_clock::time_point time_ = std::chrono::steady_clock::now();
+};
+
 class ImmediateStream final : public Stream {
  public:
   void* handle() const override { return nullptr; }
@@ -22,6 +36,10 @@ class ImmediateStream final : public Stream {
 };
 
 }  // namespace
+
+StatusOr<std::unique_ptr<TimingMark>> Stream::mark() {
+  return std::unique_ptr<TimingMark>(std::make_unique<HostClockMark>());
+}
 
 StatusOr<std::unique_ptr<Stream>> Backend::create_stream() {
   return std::unique_ptr<Stream>(std::make_unique<ImmediateStream>());

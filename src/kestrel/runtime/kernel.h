@@ -11,6 +11,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -20,6 +21,7 @@
 #include "kestrel/base/attributes.h"
 #include "kestrel/base/status.h"
 #include "kestrel/base/tensor.h"
+#include "kestrel/runtime/tuning.h"
 
 namespace kestrel::runtime {
 
@@ -30,6 +32,8 @@ struct KernelDef {
   std::vector<DType> input_dtypes;  // kUndefined for an omitted optional input
   std::vector<DType> output_dtypes;
   std::vector<Tensor> constant_inputs;  // defined where the input is a constant
+  // Where a kernel that measures candidates looks up and records its choices; may be null.
+  TuningCache* tuning = nullptr;
 
   bool has_input(size_t i) const {
     return i < input_dtypes.size() && input_dtypes[i] != DType::kUndefined;
@@ -69,6 +73,15 @@ class Kernel {
   virtual Status run(KernelContext& ctx) = 0;
 };
 
+// A point in a stream's work, for timing it: a CUDA event, or the host clock on the CPU.
+class TimingMark {
+ public:
+  virtual ~TimingMark() = default;
+  // Milliseconds of device work between `earlier` (a mark of the same stream) and this mark;
+  // waits until this mark is reached.
+  virtual StatusOr<double> ms_since(const TimingMark& earlier) const = 0;
+};
+
 // A queue of work on a backend's device: a CUDA stream. The CPU runs work as it is issued, so its
 // streams are empty handles.
 class Stream {
@@ -78,6 +91,9 @@ class Stream {
   virtual void* handle() const = 0;
   // Waits until everything queued on this stream is done.
   virtual Status synchronize() = 0;
+  // A mark after the work queued so far. Default: the host clock now (right where work runs as
+  // it is issued).
+  virtual StatusOr<std::unique_ptr<TimingMark>> mark();
 };
 
 // Kernel launches recorded once and replayed later without the host issuing them again: a CUDA
@@ -95,6 +111,10 @@ class Backend {
   // "cpu", "cuda".
   virtual std::string_view name() const = 0;
   virtual Device device() const = 0;
+  // What an engine built here depends on: the device model and compute capability, library
+  // versions. Engine files and timing caches record it and are refused elsewhere (see
+  // engine/engine_file.h for which entries must match).
+  virtual std::map<std::string, std::string> target() const = 0;
   // UNIMPLEMENTED, naming the node and what is missing, when the backend has no kernel for `def`.
   virtual StatusOr<std::unique_ptr<Kernel>> create_kernel(const KernelDef& def) = 0;
   // Memory on this backend's device; uninitialized.

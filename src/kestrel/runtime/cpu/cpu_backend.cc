@@ -38,6 +38,8 @@ class CpuBackend final : public Backend {
 
   std::string_view name() const override { return "cpu"; }
   Device device() const override { return Device::cpu(); }
+  // The reference kernels and oneDNN choose nothing by measurement: any CPU runs any CPU engine.
+  std::map<std::string, std::string> target() const override { return {{"backend", "cpu"}}; }
 
   StatusOr<std::unique_ptr<Kernel>> create_kernel(const KernelDef& def) override {
     Status last = unimplemented("the CPU backend has no kernel for {}", def.describe());

@@ -2,15 +2,21 @@
 // activation and residual in one pass.
 //
 // The fastest cuDNN algorithm is measured (cudnnFindConvolutionForwardAlgorithmEx) the first time a
-// kernel sees an input shape, and remembered for that shape. Constant weights and bias are copied
+// kernel sees an input shape, and remembered for that shape; with a tuning cache (runtime/tuning.h)
+// the choice is looked up first and recorded after measuring, so engine files and rebuilds skip
+// the measurement. Constant weights and bias are copied
 // to the device once, when the kernel is created, and shared by every run. float32 runs in full
 // FP32 (TF32 only when the node asks for it with the `kestrel_tf32` attribute); float16 accumulates
 // in FP32 on the tensor cores.
 #include <cudnn.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <map>
 #include <mutex>
+#include <optional>
 
 #include "kestrel/runtime/cuda/cuda_kernels.h"
 #include "kestrel/runtime/cuda/cudnn_check.h"
@@ -76,6 +82,7 @@ class CudnnConv final : public Kernel {
     k->pads_ = def.attrs.get_ints("pads", {});
     k->tf32_ = def.attrs.get_int("kestrel_tf32", 0) != 0;
     k->channels_last_ = def.attrs.get_int("channels_last", 0) != 0;
+    k->tuning_ = def.tuning;
     const std::string auto_pad = def.attrs.get_string("auto_pad", "NOTSET");
     if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
       k->same_padding_ = true;
@@ -199,6 +206,34 @@ class CudnnConv final : public Kernel {
                                                            : CUDNN_FMA_MATH;
     KS_CUDNN_RETURN_IF_ERROR(cudnnSetConvolutionMathType(plan->conv, math));
 
+    // The problem as the tuning cache knows it: every parameter that can change cuDNN's choice.
+    const std::string signature =
+        fmt::format("cudnn_conv {} {} x{} w{} y{} pad{},{} stride{},{} dil{},{} group{} math{}",
+                    dtype_name(dtype_), channels_last_ ? "nhwc" : "nchw", fmt::join(xd, ","),
+                    fmt::join(wd, ","), fmt::join(yd, ","), pad_h, pad_w, param(strides_, 0, 1),
+                    param(strides_, 1, 1), param(dilations_, 0, 1), param(dilations_, 1, 1), group_,
+                    static_cast<int>(math));
+    if (tuning_ != nullptr) {
+      if (std::optional<std::string> choice = tuning_->find(signature)) {
+        int algo = -1, math_type = -1;
+        if (std::sscanf(choice->c_str(), "algo %d math %d", &algo, &math_type) == 2 && algo >= 0 &&
+            algo < CUDNN_CONVOLUTION_FWD_ALGO_COUNT) {
+          plan->algo = static_cast<cudnnConvolutionFwdAlgo_t>(algo);
+          KS_CUDNN_RETURN_IF_ERROR(
+              cudnnSetConvolutionMathType(plan->conv, static_cast<cudnnMathType_t>(math_type)));
+          const cudnnStatus_t sized = cudnnGetConvolutionForwardWorkspaceSize(
+              handle, plan->x, plan->w, plan->conv, plan->y, plan->algo, &plan->workspace);
+          if (sized == CUDNN_STATUS_SUCCESS && plan->workspace <= kMaxWorkspace) {
+            const ConvPlan* result = plan.get();
+            plans_[key] = std::move(plan);
+            return result;
+          }
+          // Not usable here after all (another cuDNN build): measure again.
+          KS_CUDNN_RETURN_IF_ERROR(cudnnSetConvolutionMathType(plan->conv, math));
+        }
+      }
+    }
+
     // Measure the candidates on this shape (the output buffer serves as scratch).
     void* workspace = nullptr;
     size_t workspace_size = kMaxWorkspace;
@@ -229,6 +264,12 @@ class CudnnConv final : public Kernel {
       chosen = true;
     }
     if (!chosen) return internal_error("cuDNN found no usable convolution algorithm");
+    if (tuning_ != nullptr) {
+      cudnnMathType_t chosen_math = math;
+      KS_CUDNN_RETURN_IF_ERROR(cudnnGetConvolutionMathType(plan->conv, &chosen_math));
+      tuning_->insert(signature, fmt::format("algo {} math {}", static_cast<int>(plan->algo),
+                                             static_cast<int>(chosen_math)));
+    }
     const ConvPlan* result = plan.get();
     plans_[key] = std::move(plan);
     return result;
@@ -244,6 +285,7 @@ class CudnnConv final : public Kernel {
   Activation activation_ = Activation::kNone;
   float alpha_ = 0, beta_ = 0;
   Tensor weights_, bias_;
+  TuningCache* tuning_ = nullptr;
   std::mutex mutex_;
   std::map<std::vector<int64_t>, std::unique_ptr<ConvPlan>> plans_;
 };

@@ -1,5 +1,7 @@
 #include "kestrel/runtime/cuda/cuda_backend.h"
 
+#include <cudnn.h>
+
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -26,6 +28,30 @@ const std::vector<KernelEntry>& kernel_table() {
   return table;
 }
 
+class CudaEventMark final : public TimingMark {
+ public:
+  ~CudaEventMark() override {
+    if (event_ != nullptr) cudaEventDestroy(event_);
+  }
+  static StatusOr<std::unique_ptr<TimingMark>> record(cudaStream_t stream) {
+    auto m = std::make_unique<CudaEventMark>();
+    KS_CUDA_RETURN_IF_ERROR(cudaEventCreate(&m->event_));
+    KS_CUDA_RETURN_IF_ERROR(cudaEventRecord(m->event_, stream));
+    return std::unique_ptr<TimingMark>(std::move(m));
+  }
+  StatusOr<double> ms_since(const TimingMark& earlier) const override {
+    const auto* e = dynamic_cast<const CudaEventMark*>(&earlier);
+    if (e == nullptr) return invalid_argument("timing marks of different backends");
+    KS_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(event_));
+    float ms = 0;
+    KS_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, e->event_, event_));
+    return static_cast<double>(ms);
+  }
+
+ private:
+  cudaEvent_t event_ = nullptr;
+};
+
 class CudaStream final : public Stream {
  public:
   CudaStream(int device, cudaStream_t stream) : device_(device), stream_(stream) {}
@@ -37,6 +63,10 @@ class CudaStream final : public Stream {
   Status synchronize() override {
     KS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
     return Status();
+  }
+  StatusOr<std::unique_ptr<TimingMark>> mark() override {
+    KS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+    return CudaEventMark::record(stream_);
   }
 
  private:
@@ -122,6 +152,20 @@ class CudaBackend final : public Backend {
 
   std::string_view name() const override { return "cuda"; }
   Device device() const override { return Device::cuda(device_); }
+  std::map<std::string, std::string> target() const override {
+    std::map<std::string, std::string> t = {{"backend", "cuda"}};
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, device_) == cudaSuccess) {
+      t["gpu"] = prop.name;
+      t["compute_capability"] = std::to_string(prop.major * 10 + prop.minor);
+      t["sm_count"] = std::to_string(prop.multiProcessorCount);
+    }
+    int version = 0;
+    if (cudaRuntimeGetVersion(&version) == cudaSuccess) t["cuda_runtime"] = std::to_string(version);
+    if (cudaDriverGetVersion(&version) == cudaSuccess) t["cuda_driver"] = std::to_string(version);
+    t["cudnn"] = std::to_string(cudnnGetVersion());
+    return t;
+  }
 
   StatusOr<std::unique_ptr<Kernel>> create_kernel(const KernelDef& def) override {
     Status last = unimplemented("the CUDA backend has no kernel for {}", def.describe());

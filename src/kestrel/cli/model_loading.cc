@@ -1,0 +1,95 @@
+#include "kestrel/cli/model_loading.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <random>
+
+#include "kestrel/engine/engine_file.h"
+#include "kestrel/onnx/importer.h"
+
+namespace kestrel::cli {
+
+bool is_engine_file(const std::string& path) { return path.ends_with(".kplan"); }
+
+StatusOr<std::unique_ptr<engine::Engine>> load_or_build_engine(const std::string& path,
+                                                               const engine::BuildOptions& build,
+                                                               bool print_summary) {
+  const auto start = std::chrono::steady_clock::now();
+  auto seconds = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  if (is_engine_file(path)) {
+    engine::LoadOptions load;
+    load.engine = build.engine;
+    engine::EngineFileInfo info;
+    KS_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> e,
+                        engine::load_engine_file(path, load, &info));
+    if (build.engine.backend != "auto" && build.engine.backend != info.backend) {
+      return invalid_argument("{} is a {} engine; --backend {} needs an engine built for it", path,
+                              info.backend, build.engine.backend);
+    }
+    if (build.precision == "fp16" && info.precision != "fp16") {
+      return invalid_argument("{} is a {} engine; rebuild it with --fp16", path, info.precision);
+    }
+    if (print_summary) {
+      fmt::print("loaded {} in {:.3f} s: {} {} from {} (max batch {}), {} tuned choices, on {}\n",
+                 path, seconds(), info.precision, info.layout, info.model_name, info.max_batch,
+                 info.tuning.size(), e->backend_summary());
+    }
+    return e;
+  }
+  KS_ASSIGN_OR_RETURN(std::unique_ptr<ir::Graph> graph, onnx::import_model_file(path));
+  engine::BuildReport report;
+  KS_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> e,
+                      engine::build_engine(std::move(graph), build, &report));
+  if (print_summary) {
+    fmt::print("built in {:.2f} s on {}: {}\n", seconds(), e->backend_summary(),
+               report.to_string());
+  }
+  return e;
+}
+
+StatusOr<std::vector<int64_t>> parse_batch_list(const std::string& s) {
+  std::vector<int64_t> out;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    const size_t comma = std::min(s.find(',', pos), s.size());
+    const std::string item = s.substr(pos, comma - pos);
+    size_t used = 0;
+    int64_t v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (item.empty() || used != item.size() || v < 1) {
+      return invalid_argument("bad batch list '{}' (expected positive sizes, e.g. 1,8,32)", s);
+    }
+    out.push_back(v);
+    pos = comma + 1;
+  }
+  return out;
+}
+
+StatusOr<Tensor> random_model_input(const engine::TensorInfo& info, int64_t batch) {
+  std::vector<int64_t> dims;
+  for (size_t d = 0; d < info.type.shape.rank(); ++d) {
+    const ir::SymDim& dim = info.type.shape[d];
+    dims.push_back(dim.is_known() ? dim.value() : batch);
+  }
+  KS_ASSIGN_OR_RETURN(Tensor t, Tensor::allocate(info.type.dtype, Shape(dims)));
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> u(0.f, 1.f);
+  if (info.type.dtype == DType::kFloat32) {
+    for (float& v : t.values<float>()) v = u(rng);
+  } else if (info.type.dtype == DType::kFloat16) {
+    for (Half& v : t.values<Half>()) v = Half(u(rng));
+  } else {
+    return unimplemented("random inputs are float only; input '{}' is {}", info.name,
+                         info.type.dtype);
+  }
+  return t;
+}
+
+}  // namespace kestrel::cli

@@ -1,0 +1,47 @@
+// TuningCache: the autotuner's choices, so that a rebuild or a loaded engine file skips the
+// measurements that made them.
+//
+// Kernels that measure candidates (the cuDNN convolution measures every algorithm for each input
+// shape) look their signature up first and record what they chose. Keys are the kernel's own
+// description of the problem (operator, shapes, element type, layout, parameters); values are the
+// kernel's encoding of its choice. A cache is only valid on the target it was measured on: the
+// engine file and the timing-cache file record that target (runtime::Backend::target()) and
+// refuse another.
+//
+// Thread safety: every method may be called concurrently.
+#pragma once
+
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+
+namespace kestrel::runtime {
+
+class TuningCache {
+ public:
+  std::optional<std::string> find(const std::string& key) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = entries_.find(key);
+    if (it == entries_.end()) return std::nullopt;
+    return it->second;
+  }
+  void insert(const std::string& key, std::string value) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    entries_[key] = std::move(value);
+  }
+  void merge(const std::map<std::string, std::string>& entries) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto& [k, v] : entries) entries_[k] = v;
+  }
+  std::map<std::string, std::string> entries() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return entries_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<std::string, std::string> entries_;
+};
+
+}  // namespace kestrel::runtime
