@@ -30,6 +30,14 @@ for spec in "yolov5n.onnx fp32 nhwc" "yolov5n.onnx fp32 nchw" "yolov5n.onnx fp16
   run kestrel perf "$here/shared/models/$1" --backend cuda $flag --layout "$3" --batch 1,8,32,64 \
     -n 50 --profile-csv "$out/layers_$name.csv" 2>&1 | tee "$out/perf_$name.txt" | sed -n 2,7p
 done
+echo "== engine files: build without and with a timing cache, then load"
+mkdir -p "$here/tmp"; rm -f "$here/tmp/timing.txt"
+for pass in cold cached; do
+  run kestrel build "$here/shared/models/yolov5s-randw-fp16.onnx" --fp16 --max-batch 64 \
+    -o "$here/tmp/yolov5s.kplan" --timing-cache "$here/tmp/timing.txt" 2>&1 \
+    | tee "$out/build_yolov5s_$pass.txt" | tail -1
+done
+run kestrel perf "$here/tmp/yolov5s.kplan" --batch 1,32 -n 50 2>&1 | tee "$out/perf_yolov5s_kplan.txt"
 echo "== per-layer profile (batch 32, NHWC FP16)"
 for m in yolov5n.onnx yolov5s-randw-fp16.onnx; do
   run kestrel perf "$here/shared/models/$m" --backend cuda --fp16 --batch 32 -n 20 --profile \

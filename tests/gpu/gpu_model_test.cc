@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -13,6 +14,7 @@
 #include "kestrel/base/npy.h"
 #include "kestrel/engine/backends.h"
 #include "kestrel/engine/builder.h"
+#include "kestrel/engine/engine_file.h"
 #include "kestrel/onnx/importer.h"
 
 namespace kestrel {
@@ -113,6 +115,39 @@ TEST(GpuModelTest, Float16EngineStaysCloseToFloat32) {
   EXPECT_LT(err, 2e-2);
   EXPECT_EQ(std::memcmp(got.data(), got.data() + ref.size(), ref.size() * sizeof(double)), 0)
       << "the two identical images of the batch differ";
+}
+
+// An engine file made on the GPU: the loaded engine reuses the measured cuDNN choices and
+// computes the same result.
+TEST(GpuModelTest, EngineFileRoundTripOnTheGpu) {
+  REQUIRE_GPU_AND_DATA();
+  auto e = build("yolov5n.onnx", "fp16");
+  ASSERT_TRUE(e);
+  const Tensor x = bus_input(1);
+  StatusOr<std::vector<Tensor>> want = e->run({{"images", x}});
+  ASSERT_TRUE(want.ok()) << want.status();
+  EXPECT_FALSE(e->tuning_entries().empty()) << "the first run measured no cuDNN algorithm";
+  const std::string path =
+      (std::filesystem::temp_directory_path() / "kestrel_gpu_engine_file_test.kplan").string();
+  engine::EngineFileInfo info;
+  info.precision = "fp16";
+  info.layout = "auto";
+  info.max_batch = 32;
+  ASSERT_TRUE(engine::save_engine_file(path, *e, info).ok());
+  const auto start = std::chrono::steady_clock::now();
+  engine::EngineFileInfo loaded_info;
+  StatusOr<std::unique_ptr<engine::Engine>> loaded =
+      engine::load_engine_file(path, {}, &loaded_info);
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  fmt::print("engine file: loaded in {:.1f} ms, target gpu '{}', {} tuned choices\n", ms,
+             loaded_info.target["gpu"], loaded_info.tuning.size());
+  StatusOr<std::vector<Tensor>> got = (*loaded)->run({{"images", x}});
+  ASSERT_TRUE(got.ok()) << got.status();
+  const std::vector<double> a = (*got)[0].to_double_vector(), b = (*want)[0].to_double_vector();
+  EXPECT_LT(relative_l2(a.data(), b.data(), b.size()), 1e-6);
+  std::filesystem::remove(path);
 }
 
 TEST(GpuModelTest, Float16ModelRunsOnTheGpu) {
