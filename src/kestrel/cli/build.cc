@@ -149,7 +149,8 @@ void add_build_command(CLI::App& app) {
   cmd->add_option("-o,--output", o->output, "Engine file to write (.kplan)")->required();
   cmd->add_option("--backend", o->backend, "cpu, cuda or auto")->capture_default_str();
   cmd->add_flag("--fp16", o->fp16, "Float16 storage and tensor cores, float32 accumulation");
-  cmd->add_option("--layout", o->layout, "Convolution layout: auto (nhwc on the GPU), nchw, nhwc")
+  cmd->add_option("--layout", o->layout,
+                  "Convolution layout: auto (nhwc for fp16 on the GPU), nchw, nhwc")
       ->capture_default_str();
   cmd->add_option("--max-batch", o->max_batch, "Largest batch the engine accepts")
       ->capture_default_str();

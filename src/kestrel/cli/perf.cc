@@ -199,7 +199,8 @@ void add_perf_command(CLI::App& app) {
   cmd->add_option("-b,--batch", *batches, "Comma-separated batch sizes")->capture_default_str();
   cmd->add_option("--backend", o->backend, "cpu, cuda or auto")->capture_default_str();
   cmd->add_flag("--fp16", o->fp16, "Run in float16 (float32 accumulation)");
-  cmd->add_option("--layout", o->layout, "Convolution layout: auto (nhwc on the GPU), nchw or nhwc")
+  cmd->add_option("--layout", o->layout,
+                  "Convolution layout: auto (nhwc for fp16 on the GPU), nchw or nhwc")
       ->capture_default_str();
   cmd->add_option("-n,--iterations", o->iterations, "Timed runs per batch size")
       ->capture_default_str();

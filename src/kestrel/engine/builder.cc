@@ -26,9 +26,10 @@ StatusOr<std::unique_ptr<Engine>> build_engine(std::unique_ptr<ir::Graph> graph,
     return invalid_argument("layout must be auto, nchw or nhwc, not '{}'", options.layout);
   }
   const bool channels_last =
-      options.layout == "nhwc" || (options.layout == "auto" && options.optimize &&
-                                   (options.engine.backend == "cuda" ||
-                                    (options.engine.backend == "auto" && cuda_available())));
+      options.layout == "nhwc" ||
+      (options.layout == "auto" && options.optimize && options.precision == "fp16" &&
+       (options.engine.backend == "cuda" ||
+        (options.engine.backend == "auto" && cuda_available())));
   if (channels_last && !options.optimize) {
     return invalid_argument("the nhwc layout needs the optimizer");
   }

@@ -25,8 +25,9 @@ struct BuildOptions {
   bool optimize = true;
   // Layout of the convolutional part: "nhwc" runs it channels-last inside while the graph's
   // inputs and outputs stay NCHW (optimize/to_channels_last.h; needs `optimize`), "nchw" keeps
-  // the model's layout, "auto" picks NHWC on the GPU (cuDNN's tensor-core kernels want it) and
-  // NCHW on the CPU (oneDNN chooses its own blocked layout inside each convolution).
+  // the model's layout, "auto" picks NHWC for float16 on the GPU (cuDNN's tensor-core kernels want
+  // it; its float32 NHWC kernels are slower than its NCHW ones, docs/benchmarks) and NCHW
+  // otherwise (on the CPU oneDNN chooses its own blocked layout inside each convolution).
   std::string layout = "auto";
 };
 
