@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   kestrel::cli::add_perf_command(app);
   kestrel::cli::add_detect_command(app);
   kestrel::cli::add_eval_command(app);
+  kestrel::cli::add_serve_command(app);
   CLI11_PARSE(app, argc, argv);
   return 0;
 }

@@ -1,0 +1,115 @@
+// DynamicBatcher: the per-model request queue and the scheduler that turns queued requests into
+// batches for the model's instances.
+//
+// Requests wait in one FIFO queue per priority level (level 1 is served first). `instance_count`
+// worker threads each take the next batch and run it through the executor concurrently. With
+// dynamic batching on, a worker gathers requests whose non-batch input shapes agree, up to
+// max_batch_size rows: it runs at once when the batch is full or has a preferred size, otherwise it
+// waits for more requests until the oldest one has waited max_queue_delay_us. The request tensors
+// are concatenated along the batch axis (axis 0) and each output is split back by the rows each
+// request brought.
+//
+// Queue policy: a request is refused immediately with UNAVAILABLE when the queue holds
+// max_queue_size requests, and one that waited longer than its timeout is answered UNAVAILABLE
+// (timeout action REJECT) or moved behind every request that has not timed out (DELAY). A cancelled
+// request is dropped from the queue and answered CANCELLED; it never reaches the model.
+//
+// Thread safety: enqueue() and pending() may be called from any thread. stop() drains: it refuses
+// new requests, runs every queued one, and joins the workers; the destructor calls it.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kestrel/base/status.h"
+#include "kestrel/base/tensor.h"
+#include "kestrel/serve/core/model_statistics.h"
+#include "kestrel/serve/core/request.h"
+
+namespace kestrel::serve {
+
+struct BatcherOptions {
+  // 0: the model takes no batch axis; every request runs alone, as it is.
+  int max_batch_size = 0;
+  // Off: requests run one at a time even when max_batch_size > 0.
+  bool dynamic_batching = false;
+  std::vector<int> preferred_batch_sizes;
+  uint64_t max_queue_delay_us = 0;
+  uint64_t priority_levels = 0;  // 0: one level
+  uint64_t default_priority_level = 0;
+  uint32_t max_queue_size = 0;      // 0: unlimited
+  uint64_t default_timeout_us = 0;  // 0: none
+  bool allow_timeout_override = false;
+  bool delay_on_timeout = false;  // timeout action DELAY instead of REJECT
+  int instance_count = 1;
+};
+
+// Runs one batch on instance `instance` (0..instance_count-1): inputs by name, outputs in the order
+// of the batcher's output names.
+using BatchExecutor = std::function<StatusOr<std::vector<Tensor>>(
+    const std::map<std::string, Tensor>&, int instance)>;
+
+class DynamicBatcher {
+ public:
+  // `output_names`: the model's outputs, in the order the executor returns them. `stats` (optional)
+  // must outlive the batcher.
+  static StatusOr<std::unique_ptr<DynamicBatcher>> create(const BatcherOptions& options,
+                                                          std::vector<std::string> output_names,
+                                                          BatchExecutor executor,
+                                                          ModelStatistics* stats);
+  ~DynamicBatcher();
+
+  // Queues `request` (inputs already validated against the model); `done` gets the outputs.
+  // UNAVAILABLE (and `done` is not called) when the queue is full or the batcher is stopping.
+  Status enqueue(InferRequest request, InferCallback done);
+
+  // Requests queued or running.
+  size_t pending() const;
+  void stop();
+
+ private:
+  struct Job {
+    InferRequest request;
+    InferCallback done;
+    int64_t rows = 1;
+    std::string signature;  // non-batch shapes and dtypes: jobs batch together only when equal
+    std::chrono::steady_clock::time_point enqueued;
+    std::chrono::steady_clock::time_point deadline;  // max() when none
+    bool delayed = false;                            // timed out under DELAY
+  };
+
+  DynamicBatcher() = default;
+  void worker(int instance);
+  // REQUIRES: mutex_. Removes cancelled and (REJECT) timed-out jobs into `dropped`.
+  void prune(std::chrono::steady_clock::time_point now, std::vector<Job>& dropped);
+  // REQUIRES: mutex_. The jobs of the next batch, front first, as (level, index) pairs.
+  std::vector<std::pair<size_t, size_t>> plan_batch(int64_t* rows) const;
+  bool should_run(int64_t rows, std::chrono::steady_clock::time_point now,
+                  std::chrono::steady_clock::time_point* wake) const;
+  void execute(std::vector<Job> jobs, int instance);
+  static void finish(Job& job, StatusOr<InferResponse> result);
+
+  BatcherOptions options_;
+  std::vector<std::string> output_names_;
+  BatchExecutor executor_;
+  ModelStatistics* stats_ = nullptr;
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::vector<std::deque<Job>> queues_;  // by priority level, highest first
+  size_t queued_ = 0;
+  size_t running_ = 0;
+  bool stopping_ = false;
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace kestrel::serve

@@ -1,0 +1,466 @@
+// serve_core: configuration parsing, the dynamic batcher's behaviour (batching, delays, queue
+// policy, priorities, cancellation), statistics, metrics, and the model lifecycle on a tiny model.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include "kestrel/serve/core/dynamic_batcher.h"
+#include "kestrel/serve/core/inference_server.h"
+#include "kestrel/serve/core/metrics.h"
+#include "kestrel/serve/core/model_config.h"
+
+namespace kestrel::serve {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+// ---- configuration ----
+
+TEST(ModelConfigTest, ParsesTritonConfig) {
+  auto config = parse_model_config(R"(
+    name: "m"
+    max_batch_size: 8
+    input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]
+    dynamic_batching { preferred_batch_size: [ 4 ] max_queue_delay_microseconds: 100
+      priority_levels: 2 default_priority_level: 2
+      default_queue_policy { max_queue_size: 3 default_timeout_microseconds: 5 } }
+    instance_group [ { count: 2 kind: KIND_CPU } ]
+    parameters { key: "score_threshold" value: { string_value: "0.5" } }
+  )",
+                                   "config.pbtxt");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->dynamic_batching().default_queue_policy().max_queue_size(), 3u);
+  auto params = kestrel_parameters(*config);
+  ASSERT_TRUE(params.ok());
+  EXPECT_FLOAT_EQ(params->detection.score_threshold, 0.5f);
+}
+
+TEST(ModelConfigTest, ReportsUnknownFieldWithLineAndColumn) {
+  auto config =
+      parse_model_config("max_batch_size: 4\n  sequence_batching { }\n", "m/config.pbtxt");
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(config.status().message().find("m/config.pbtxt:2:"), std::string::npos)
+      << config.status();
+  EXPECT_NE(config.status().message().find("sequence_batching"), std::string::npos);
+}
+
+TEST(ModelConfigTest, RejectsBadValues) {
+  for (const char* text : {
+           "max_batch_size: -1",
+           "max_batch_size: 4 dynamic_batching { preferred_batch_size: 8 }",
+           "max_batch_size: 4 dynamic_batching { priority_levels: 2 default_priority_level: 3 }",
+           "input [ { name: \"x\" data_type: TYPE_FP32 dims: [ -2 ] } ]",
+           "input [ { name: \"x\" data_type: TYPE_STRING dims: [ 1 ] } ]",
+           "input [ { name: \"x\" dims: [ 1 ] reshape { shape: [ 1 ] } } ]",
+           "instance_group [ { count: -1 } ]",
+           "parameters { key: \"precision\" value: { string_value: \"int4\" } }",
+           "parameters { key: \"nms\" value: { string_value: \"1\" } }",
+           "max_batch_size: \"four\"",
+       }) {
+    auto config = parse_model_config(text, "c");
+    EXPECT_FALSE(config.ok()) << text;
+    if (!config.ok()) {
+      EXPECT_TRUE(config.status().code() == StatusCode::kInvalidArgument ||
+                  config.status().code() == StatusCode::kUnimplemented);
+    }
+  }
+}
+
+// ---- dynamic batcher (with a fake model: y = x * 2, recording batch sizes) ----
+
+struct FakeModel {
+  std::mutex mutex;
+  std::vector<int64_t> batches;
+  std::chrono::milliseconds run_time{0};
+  std::atomic<int> running{0};
+  std::atomic<int> max_running{0};
+
+  BatchExecutor executor() {
+    return
+        [this](const std::map<std::string, Tensor>& inputs, int) -> StatusOr<std::vector<Tensor>> {
+          int now = ++running;
+          int prev = max_running.load();
+          while (now > prev && !max_running.compare_exchange_weak(prev, now)) {
+          }
+          const Tensor& x = inputs.at("x");
+          {
+            std::lock_guard lock(mutex);
+            batches.push_back(x.shape()[0]);
+          }
+          std::this_thread::sleep_for(run_time);
+          KS_ASSIGN_OR_RETURN(Tensor y, Tensor::allocate(DType::kFloat32, x.shape()));
+          for (int64_t i = 0; i < x.num_elements(); ++i)
+            y.data<float>()[i] = x.data<float>()[i] * 2;
+          --running;
+          return std::vector<Tensor>{y};
+        };
+  }
+};
+
+InferRequest make_request(float value, int64_t rows = 1, uint64_t priority = 0) {
+  InferRequest r;
+  r.model_name = "fake";
+  std::vector<float> v(static_cast<size_t>(rows * 4), value);
+  r.inputs.push_back({"x", Tensor::from_vector<float>(Shape{rows, 4}, v)});
+  r.priority = priority;
+  return r;
+}
+
+// Enqueues and returns a future of the result.
+std::future<StatusOr<InferResponse>> submit(DynamicBatcher& b, InferRequest r) {
+  auto promise = std::make_shared<std::promise<StatusOr<InferResponse>>>();
+  auto future = promise->get_future();
+  Status s = b.enqueue(
+      std::move(r), [promise](StatusOr<InferResponse> res) { promise->set_value(std::move(res)); });
+  if (!s.ok()) promise->set_value(s);
+  return future;
+}
+
+TEST(DynamicBatcherTest, BatchesConcurrentRequestsAndSplitsOutputs) {
+  FakeModel model;
+  BatcherOptions o;
+  o.max_batch_size = 4;
+  o.dynamic_batching = true;
+  o.max_queue_delay_us = 200000;
+  auto b = DynamicBatcher::create(o, {"y"}, model.executor(), nullptr);
+  ASSERT_TRUE(b.ok());
+  std::vector<std::future<StatusOr<InferResponse>>> futures;
+  for (int i = 0; i < 8; ++i) futures.push_back(submit(**b, make_request(static_cast<float>(i))));
+  for (int i = 0; i < 8; ++i) {
+    auto r = futures[i].get();
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->outputs.size(), 1u);
+    const Tensor& y = r->outputs[0].tensor;
+    EXPECT_EQ(y.shape(), (Shape{1, 4}));
+    EXPECT_FLOAT_EQ(y.data<float>()[3], 2.0f * static_cast<float>(i));
+  }
+  EXPECT_EQ(model.batches, (std::vector<int64_t>{4, 4}));
+}
+
+TEST(DynamicBatcherTest, PreferredBatchSizeRunsWithoutWaiting) {
+  FakeModel model;
+  BatcherOptions o;
+  o.max_batch_size = 8;
+  o.dynamic_batching = true;
+  o.preferred_batch_sizes = {2};
+  o.max_queue_delay_us = 10'000'000;
+  auto b = DynamicBatcher::create(o, {"y"}, model.executor(), nullptr);
+  ASSERT_TRUE(b.ok());
+  auto start = std::chrono::steady_clock::now();
+  auto f1 = submit(**b, make_request(1, 1));
+  auto f2 = submit(**b, make_request(2, 1));
+  ASSERT_TRUE(f1.get().ok());
+  ASSERT_TRUE(f2.get().ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
+  EXPECT_EQ(model.batches, (std::vector<int64_t>{2}));
+}
+
+TEST(DynamicBatcherTest, WaitsAtMostMaxQueueDelay) {
+  FakeModel model;
+  BatcherOptions o;
+  o.max_batch_size = 8;
+  o.dynamic_batching = true;
+  o.max_queue_delay_us = 30000;
+  auto b = DynamicBatcher::create(o, {"y"}, model.executor(), nullptr);
+  ASSERT_TRUE(b.ok());
+  auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(submit(**b, make_request(1, 3)).get().ok());
+  auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(waited, 29ms);
+  EXPECT_LT(waited, 2s);
+  EXPECT_EQ(model.batches, (std::vector<int64_t>{3}));
+}
+
+TEST(DynamicBatcherTest, FullQueueAnswersUnavailableImmediately) {
+  FakeModel model;
+  model.run_time = 300ms;
+  BatcherOptions o;
+  o.max_batch_size = 1;
+  o.dynamic_batching = true;
+  o.max_queue_size = 2;
+  auto b = DynamicBatcher::create(o, {"y"}, model.executor(), nullptr);
+  ASSERT_TRUE(b.ok());
+  auto running = submit(**b, make_request(1));
+  std::this_thread::sleep_for(50ms);  // the worker has taken the first request
+  auto q1 = submit(**b, make_request(2));
+  auto q2 = submit(**b, make_request(3));
+  auto start = std::chrono::steady_clock::now();
+  auto refused = submit(**b, make_request(4)).get();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 100ms);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kUnavailable);
+  EXPECT_TRUE(running.get().ok());
+  EXPECT_TRUE(q1.get().ok());
+  EXPECT_TRUE(q2.get().ok());
+}
+
+TEST(DynamicBatcherTest, TimedOutRequestAnswersUnavailable) {
+  FakeModel model;
+  model.run_time = 200ms;
+  BatcherOptions o;
+  o.max_batch_size = 1;
+  o.dynamic_batching = true;
+  o.default_timeout_us = 20000;
+  auto b = DynamicBatcher::create(o, {"y"}, model.executor(), nullptr);
+  ASSERT_TRUE(b.ok());
+  auto first = submit(**b, make_request(1));
+  std::this_thread::sleep_for(20ms);
+  auto second = submit(**b, make_request(2)).get();
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), StatusCode::kUnavailable);
+  EXPECT_TRUE(first.get().ok());
+}
+
+TEST(DynamicBatcherTest, CancelledRequestNeverRuns) {
+  FakeModel model;
+  model.run_time = 150ms;
+  BatcherOptions o;
+  o.max_batch_size = 1;
+  o.dynamic_batching = true;
+  auto b = DynamicBatcher::create(o, {"y"}, model.executor(), nullptr);
+  ASSERT_TRUE(b.ok());
+  auto first = submit(**b, make_request(1));
+  std::this_thread::sleep_for(20ms);
+  InferRequest r = make_request(2);
+  r.cancel = std::make_shared<CancelToken>();
+  auto cancelled = submit(**b, r);
+  r.cancel->cancel();
+  auto result = cancelled.get();
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), StatusCode::kCancelled);
+  EXPECT_TRUE(first.get().ok());
+  EXPECT_EQ(model.batches.size(), 1u);
+}
+
+TEST(DynamicBatcherTest, HigherPriorityRunsFirst) {
+  FakeModel model;
+  model.run_time = 100ms;
+  BatcherOptions o;
+  o.max_batch_size = 1;
+  o.dynamic_batching = true;
+  o.priority_levels = 2;
+  o.default_priority_level = 2;
+  std::vector<int> order;
+  std::mutex order_mutex;
+  auto b = DynamicBatcher::create(o, {"y"}, model.executor(), nullptr);
+  ASSERT_TRUE(b.ok());
+  auto blocker = submit(**b, make_request(0));
+  std::this_thread::sleep_for(20ms);
+  std::vector<std::future<void>> done;
+  for (auto [v, prio] : {std::pair{1.0f, 2u}, std::pair{2.0f, 1u}}) {
+    float value = v;
+    auto p = std::make_shared<std::promise<void>>();
+    done.push_back(p->get_future());
+    ASSERT_TRUE((*b)->enqueue(make_request(value, 1, prio),
+                              [&, p, value](StatusOr<InferResponse>) {
+                                std::lock_guard lock(order_mutex);
+                                order.push_back(static_cast<int>(value));
+                                p->set_value();
+                              })
+                    .ok());
+  }
+  for (auto& f : done) f.get();
+  EXPECT_TRUE(blocker.get().ok());
+  EXPECT_EQ(order, (std::vector<int>{2, 1}));
+}
+
+TEST(DynamicBatcherTest, InstancesRunConcurrently) {
+  FakeModel model;
+  model.run_time = 100ms;
+  BatcherOptions o;
+  o.max_batch_size = 1;
+  o.instance_count = 3;
+  auto b = DynamicBatcher::create(o, {"y"}, model.executor(), nullptr);
+  ASSERT_TRUE(b.ok());
+  std::vector<std::future<StatusOr<InferResponse>>> f;
+  for (int i = 0; i < 3; ++i) f.push_back(submit(**b, make_request(1)));
+  for (auto& x : f) EXPECT_TRUE(x.get().ok());
+  EXPECT_EQ(model.max_running.load(), 3);
+}
+
+TEST(DynamicBatcherTest, RecordsStatisticsAndMetrics) {
+  FakeModel model;
+  ModelStatistics stats;
+  BatcherOptions o;
+  o.max_batch_size = 4;
+  o.dynamic_batching = true;
+  o.max_queue_delay_us = 100000;
+  auto b = DynamicBatcher::create(o, {"y"}, model.executor(), &stats);
+  ASSERT_TRUE(b.ok());
+  std::vector<std::future<StatusOr<InferResponse>>> f;
+  for (int i = 0; i < 4; ++i) f.push_back(submit(**b, make_request(1)));
+  for (auto& x : f) ASSERT_TRUE(x.get().ok());
+  auto snap = stats.snapshot();
+  EXPECT_EQ(snap.proto.inference_stats().success().count(), 4u);
+  EXPECT_EQ(snap.proto.inference_count(), 4u);
+  EXPECT_EQ(snap.proto.execution_count(), 1u);
+  ASSERT_EQ(snap.proto.batch_stats_size(), 1);
+  EXPECT_EQ(snap.proto.batch_stats(0).batch_size(), 4u);
+  ModelMetrics m{"fake", "1", snap, 0};
+  std::string text = render_metrics({&m, 1});
+  EXPECT_NE(text.find("nv_inference_request_success{model=\"fake\",version=\"1\"} 4\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("nv_inference_exec_count{model=\"fake\",version=\"1\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(
+      text.find("kestrel_inference_batch_size_bucket{model=\"fake\",version=\"1\",le=\"4\"} 1\n"),
+      std::string::npos);
+  EXPECT_EQ(escape_label_value("a\"b\\c\n"), "a\\\"b\\\\c\\n");
+}
+
+// ---- model lifecycle on the tiny model (y = x * 2 + 1, x float32 [batch, 4]) ----
+
+std::string tiny_model() {
+  const char* dir = std::getenv("KESTREL_SERVER_TEST_DATA");
+  return std::string(dir ? dir : "tests/server/data") + "/tiny.onnx";
+}
+
+ServerOptions repository_options(const fs::path& root, ControlMode mode = ControlMode::kNone) {
+  ServerOptions o;
+  o.model_repository = root.string();
+  o.control_mode = mode;
+  o.load.backend = "cpu";
+  return o;
+}
+
+class RepositoryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() / fmt::format("kestrel_repo_{}", ::getpid());
+    fs::remove_all(root_);
+    fs::create_directories(root_ / "tiny" / "1");
+    fs::copy_file(tiny_model(), root_ / "tiny" / "1" / "model.onnx");
+    std::ofstream(root_ / "tiny" / "config.pbtxt")
+        << "max_batch_size: 8\ndynamic_batching { max_queue_delay_microseconds: 1000 }\n"
+           "instance_group [ { count: 2 kind: KIND_CPU } ]\n";
+  }
+  void TearDown() override { fs::remove_all(root_); }
+
+  static StatusOr<InferResponse> infer(InferenceServer& s, float value, std::string version = "") {
+    InferRequest r = make_request(value);
+    r.model_name = "tiny";
+    r.model_version = std::move(version);
+    std::promise<StatusOr<InferResponse>> p;
+    s.infer(std::move(r), [&](StatusOr<InferResponse> res) { p.set_value(std::move(res)); });
+    return p.get_future().get();
+  }
+
+  fs::path root_;
+};
+
+TEST_F(RepositoryTest, ServesConfiguredModel) {
+  auto server = InferenceServer::create(repository_options(root_));
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_TRUE((*server)->ready());
+  auto r = infer(**server, 3);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FLOAT_EQ(r->outputs[0].tensor.data<float>()[0], 7.0f);
+  EXPECT_EQ(r->model_version, "1");
+  auto m = (*server)->model("tiny", "");
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ((*m)->config().input(0).name(), "x");
+  EXPECT_EQ((*m)->config().input(0).dims(0), 4);
+  EXPECT_EQ((*m)->metadata().inputs(0).datatype(), "FP32");
+  auto stats = (*server)->statistics("tiny", "");
+  ASSERT_TRUE(stats.ok());
+  // The warm-up does not count; the request does.
+  EXPECT_EQ(stats->model_stats(0).inference_stats().success().count(), 1u);
+  EXPECT_EQ((*server)->model("nope", "").status().code(), StatusCode::kNotFound);
+
+  InferRequest bad = make_request(1);
+  bad.model_name = "tiny";
+  bad.inputs[0].tensor = Tensor::from_vector<float>(Shape{1, 3}, {1, 2, 3});
+  std::promise<Status> p;
+  (*server)->infer(bad, [&](StatusOr<InferResponse> res) { p.set_value(res.status()); });
+  EXPECT_EQ(p.get_future().get().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(RepositoryTest, ConfiguresModelWithoutConfigFromOnnx) {
+  fs::remove(root_ / "tiny" / "config.pbtxt");
+  auto server = InferenceServer::create(repository_options(root_));
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto m = (*server)->model("tiny", "1");
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ((*m)->config().max_batch_size(), 8);
+  EXPECT_EQ((*m)->config().output(0).name(), "y");
+  EXPECT_TRUE(infer(**server, 1).ok());
+}
+
+TEST_F(RepositoryTest, BadConfigFailsStartup) {
+  std::ofstream(root_ / "tiny" / "config.pbtxt") << "max_batch_size: 8\nbogus_field: 1\n";
+  auto server = InferenceServer::create(repository_options(root_));
+  ASSERT_FALSE(server.ok());
+  EXPECT_NE(server.status().message().find("config.pbtxt:2:"), std::string::npos)
+      << server.status();
+}
+
+TEST_F(RepositoryTest, CachesBuiltEnginesOnDisk) {
+  ServerOptions o = repository_options(root_);
+  const fs::path cache = root_.string() + ".cache";
+  o.load.engine_cache_dir = cache.string();
+  for (int run = 0; run < 2; ++run) {
+    auto server = InferenceServer::create(o);
+    ASSERT_TRUE(server.ok()) << server.status();
+    auto r = infer(**server, 2);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_FLOAT_EQ(r->outputs[0].tensor.data<float>()[0], 5.0f);
+    int files = 0;
+    for (const auto& e : fs::directory_iterator(cache)) files += e.path().extension() == ".kplan";
+    EXPECT_EQ(files, 1);
+  }
+  fs::remove_all(cache);
+}
+
+TEST_F(RepositoryTest, ExplicitModeLoadsUnloadsAndKeepsOldVersionOnFailedReload) {
+  auto server = InferenceServer::create(repository_options(root_, ControlMode::kExplicit));
+  ASSERT_TRUE(server.ok()) << server.status();
+  InferenceServer& s = **server;
+  EXPECT_EQ(s.model("tiny", "").status().code(), StatusCode::kUnavailable);
+  ASSERT_TRUE(s.load("tiny").ok());
+  EXPECT_TRUE(infer(s, 1).ok());
+
+  // A new version that does not load: the old one keeps serving.
+  fs::create_directories(root_ / "tiny" / "2");
+  std::ofstream(root_ / "tiny" / "2" / "model.onnx") << "not an onnx file";
+  EXPECT_FALSE(s.load("tiny").ok());
+  auto r = infer(s, 1);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->model_version, "1");
+
+  // A good new version replaces it, while requests keep flowing.
+  fs::copy_file(tiny_model(), root_ / "tiny" / "2" / "model.onnx",
+                fs::copy_options::overwrite_existing);
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0};
+  std::thread traffic([&] {
+    while (!stop)
+      if (!infer(s, 1).ok()) ++failures;
+  });
+  EXPECT_TRUE(s.load("tiny").ok());
+  stop = true;
+  traffic.join();
+  EXPECT_EQ(failures.load(), 0);
+  r = infer(s, 1);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->model_version, "2");
+
+  EXPECT_TRUE(s.unload("tiny").ok());
+  EXPECT_EQ(infer(s, 1).status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(s.load("../etc").code(), StatusCode::kInvalidArgument);
+  auto index = s.index(false);
+  ASSERT_EQ(index.models_size(), 1);
+  EXPECT_EQ(index.models(0).state(), "UNAVAILABLE");
+}
+
+}  // namespace
+}  // namespace kestrel::serve

@@ -1,0 +1,340 @@
+// The gRPC frontend (see grpc_frontend.h).
+#include "kestrel/serve/grpc/grpc_frontend.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <cstring>
+#include <future>
+#include <thread>
+
+#include "kestrel/base/logging.h"
+#include "kestrel/protocol/datatypes.h"
+#include "kestrel/protocol/grpc_service.grpc.pb.h"
+#include "kestrel/protocol/health.grpc.pb.h"
+
+namespace kestrel::serve {
+namespace {
+
+grpc::Status to_grpc(const Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+bool constant_time_equal(std::string_view a, std::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size(); ++i)
+    diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
+  return diff == 0;
+}
+
+// Typed contents of one input into `t` (already allocated with its shape and dtype).
+Status fill_typed(const inference::InferTensorContents& c, Tensor& t, const std::string& name) {
+  return dispatch_dtype<AllTypes>(t.dtype(), [&]<typename T>(TypeTag<T>) -> Status {
+    auto copy = [&](const auto& list) -> Status {
+      if (list.size() != t.num_elements())
+        return invalid_argument("input '{}': {} values for shape {}", name, list.size(),
+                                t.shape().to_string());
+      T* p = t.data<T>();
+      for (int i = 0; i < list.size(); ++i) {
+        if constexpr (std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>)
+          p[i] = T(static_cast<float>(list[i]));
+        else
+          p[i] = static_cast<T>(list[i]);
+      }
+      return Status();
+    };
+    if constexpr (std::is_same_v<T, bool>)
+      return copy(c.bool_contents());
+    else if constexpr (std::is_same_v<T, float>)
+      return copy(c.fp32_contents());
+    else if constexpr (std::is_same_v<T, double>)
+      return copy(c.fp64_contents());
+    else if constexpr (std::is_same_v<T, int64_t>)
+      return copy(c.int64_contents());
+    else if constexpr (std::is_same_v<T, uint64_t>)
+      return copy(c.uint64_contents());
+    else if constexpr (std::is_same_v<T, int8_t> || std::is_same_v<T, int16_t> ||
+                       std::is_same_v<T, int32_t>)
+      return copy(c.int_contents());
+    else if constexpr (std::is_same_v<T, uint8_t> || std::is_same_v<T, uint16_t> ||
+                       std::is_same_v<T, uint32_t>)
+      return copy(c.uint_contents());
+    else
+      return invalid_argument("input '{}': {} data must be sent as raw_input_contents", name,
+                              protocol::kserve_datatype(t.dtype()));
+  });
+}
+
+StatusOr<InferRequest> from_proto(const inference::ModelInferRequest& req) {
+  InferRequest r;
+  r.model_name = req.model_name();
+  r.model_version = req.model_version();
+  r.id = req.id();
+  for (const auto& [key, p] : req.parameters()) {
+    if (key == "priority")
+      r.priority = p.has_uint64_param() ? p.uint64_param() : static_cast<uint64_t>(p.int64_param());
+    if (key == "timeout")
+      r.timeout_us =
+          p.has_uint64_param() ? p.uint64_param() : static_cast<uint64_t>(p.int64_param());
+  }
+  const bool raw = req.raw_input_contents_size() > 0;
+  if (raw && req.raw_input_contents_size() != req.inputs_size())
+    return invalid_argument("{} raw_input_contents for {} inputs", req.raw_input_contents_size(),
+                            req.inputs_size());
+  for (int i = 0; i < req.inputs_size(); ++i) {
+    const auto& in = req.inputs(i);
+    DType dtype = protocol::dtype_from_kserve(in.datatype());
+    if (dtype == DType::kUndefined)
+      return invalid_argument("input '{}': unsupported datatype '{}'", in.name(), in.datatype());
+    std::vector<int64_t> shape(in.shape().begin(), in.shape().end());
+    KS_ASSIGN_OR_RETURN(int64_t count, checked_num_elements(shape));
+    if (static_cast<uint64_t>(count) > (uint64_t{1} << 32) / dtype_size(dtype))
+      return invalid_argument("input '{}': shape {} is too large", in.name(),
+                              Shape(shape).to_string());
+    size_t bytes = static_cast<size_t>(count) * dtype_size(dtype);
+    KS_ASSIGN_OR_RETURN(Tensor t, Tensor::allocate(dtype, Shape(shape)));
+    if (raw) {
+      const std::string& data = req.raw_input_contents(i);
+      if (data.size() != bytes)
+        return invalid_argument("input '{}': raw content has {} bytes, shape {} of {} needs {}",
+                                in.name(), data.size(), Shape(shape).to_string(), in.datatype(),
+                                bytes);
+      std::memcpy(t.raw_data(), data.data(), bytes);
+    } else {
+      KS_RETURN_IF_ERROR(fill_typed(in.contents(), t, in.name()));
+    }
+    r.inputs.push_back({in.name(), std::move(t)});
+  }
+  for (const auto& out : req.outputs()) r.outputs.push_back(out.name());
+  return r;
+}
+
+void to_proto(const InferResponse& r, inference::ModelInferResponse* out) {
+  out->set_model_name(r.model_name);
+  out->set_model_version(r.model_version);
+  out->set_id(r.id);
+  for (const NamedTensor& t : r.outputs) {
+    auto* o = out->add_outputs();
+    o->set_name(t.name);
+    o->set_datatype(std::string(protocol::kserve_datatype(t.tensor.dtype())));
+    for (int64_t d : t.tensor.shape()) o->add_shape(d);
+    out->add_raw_output_contents(static_cast<const char*>(t.tensor.raw_data()), t.tensor.nbytes());
+  }
+}
+
+}  // namespace
+
+class InferenceService final : public inference::GRPCInferenceService::Service {
+ public:
+  InferenceService(InferenceServer& server, std::string token)
+      : server_(server), token_(std::move(token)) {}
+
+  grpc::Status ServerLive(grpc::ServerContext* ctx, const inference::ServerLiveRequest*,
+                          inference::ServerLiveResponse* res) override {
+    if (!authorized(ctx)) return unauthenticated();
+    res->set_live(server_.live());
+    return grpc::Status::OK;
+  }
+  grpc::Status ServerReady(grpc::ServerContext* ctx, const inference::ServerReadyRequest*,
+                           inference::ServerReadyResponse* res) override {
+    if (!authorized(ctx)) return unauthenticated();
+    res->set_ready(server_.ready());
+    return grpc::Status::OK;
+  }
+  grpc::Status ModelReady(grpc::ServerContext* ctx, const inference::ModelReadyRequest* req,
+                          inference::ModelReadyResponse* res) override {
+    if (!authorized(ctx)) return unauthenticated();
+    res->set_ready(server_.ready() && server_.model(req->name(), req->version()).ok());
+    return grpc::Status::OK;
+  }
+  grpc::Status ServerMetadata(grpc::ServerContext* ctx, const inference::ServerMetadataRequest*,
+                              inference::ServerMetadataResponse* res) override {
+    if (!authorized(ctx)) return unauthenticated();
+    *res = server_.metadata();
+    return grpc::Status::OK;
+  }
+  grpc::Status ModelMetadata(grpc::ServerContext* ctx, const inference::ModelMetadataRequest* req,
+                             inference::ModelMetadataResponse* res) override {
+    if (!authorized(ctx)) return unauthenticated();
+    auto m = server_.model(req->name(), req->version());
+    if (!m.ok()) return to_grpc(m.status());
+    *res = (*m)->metadata();
+    return grpc::Status::OK;
+  }
+  grpc::Status ModelConfig(grpc::ServerContext* ctx, const inference::ModelConfigRequest* req,
+                           inference::ModelConfigResponse* res) override {
+    if (!authorized(ctx)) return unauthenticated();
+    auto m = server_.model(req->name(), req->version());
+    if (!m.ok()) return to_grpc(m.status());
+    *res->mutable_config() = (*m)->config();
+    return grpc::Status::OK;
+  }
+  grpc::Status ModelStatistics(grpc::ServerContext* ctx,
+                               const inference::ModelStatisticsRequest* req,
+                               inference::ModelStatisticsResponse* res) override {
+    if (!authorized(ctx)) return unauthenticated();
+    auto s = server_.statistics(req->name(), req->version());
+    if (!s.ok()) return to_grpc(s.status());
+    *res = std::move(*s);
+    return grpc::Status::OK;
+  }
+  grpc::Status RepositoryIndex(grpc::ServerContext* ctx,
+                               const inference::RepositoryIndexRequest* req,
+                               inference::RepositoryIndexResponse* res) override {
+    if (!authorized(ctx)) return unauthenticated();
+    *res = server_.index(req->ready());
+    return grpc::Status::OK;
+  }
+  grpc::Status RepositoryModelLoad(grpc::ServerContext* ctx,
+                                   const inference::RepositoryModelLoadRequest* req,
+                                   inference::RepositoryModelLoadResponse*) override {
+    if (!authorized(ctx)) return unauthenticated();
+    return to_grpc(server_.load(req->model_name()));
+  }
+  grpc::Status RepositoryModelUnload(grpc::ServerContext* ctx,
+                                     const inference::RepositoryModelUnloadRequest* req,
+                                     inference::RepositoryModelUnloadResponse*) override {
+    if (!authorized(ctx)) return unauthenticated();
+    return to_grpc(server_.unload(req->model_name()));
+  }
+
+  grpc::Status ModelInfer(grpc::ServerContext* ctx, const inference::ModelInferRequest* req,
+                          inference::ModelInferResponse* res) override {
+    if (!authorized(ctx)) return unauthenticated();
+    StatusOr<InferResponse> r = run(ctx, *req);
+    if (!r.ok()) return to_grpc(r.status());
+    to_proto(*r, res);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ModelStreamInfer(
+      grpc::ServerContext* ctx,
+      grpc::ServerReaderWriter<inference::ModelStreamInferResponse, inference::ModelInferRequest>*
+          stream) override {
+    if (!authorized(ctx)) return unauthenticated();
+    inference::ModelInferRequest req;
+    while (stream->Read(&req)) {
+      inference::ModelStreamInferResponse res;
+      StatusOr<InferResponse> r = run(ctx, req);
+      if (r.ok()) {
+        to_proto(*r, res.mutable_infer_response());
+      } else {
+        res.set_error_message(r.status().to_string());
+        res.mutable_infer_response()->set_id(req.id());
+        res.mutable_infer_response()->set_model_name(req.model_name());
+      }
+      if (!stream->Write(res)) break;
+    }
+    return grpc::Status::OK;
+  }
+
+ private:
+  bool authorized(grpc::ServerContext* ctx) const {
+    if (token_.empty()) return true;
+    auto it = ctx->client_metadata().find("authorization");
+    if (it == ctx->client_metadata().end()) return false;
+    return constant_time_equal(std::string_view(it->second.data(), it->second.size()),
+                               "Bearer " + token_);
+  }
+  static grpc::Status unauthenticated() {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing or wrong bearer token");
+  }
+
+  // Queues the request and waits for it; a cancelled RPC cancels the request.
+  StatusOr<InferResponse> run(grpc::ServerContext* ctx, const inference::ModelInferRequest& req) {
+    KS_ASSIGN_OR_RETURN(InferRequest r, from_proto(req));
+    auto cancel = std::make_shared<CancelToken>();
+    r.cancel = cancel;
+    auto promise = std::make_shared<std::promise<StatusOr<InferResponse>>>();
+    auto future = promise->get_future();
+    server_.infer(std::move(r),
+                  [promise](StatusOr<InferResponse> res) { promise->set_value(std::move(res)); });
+    while (future.wait_for(std::chrono::milliseconds(20)) != std::future_status::ready)
+      if (ctx->IsCancelled()) cancel->cancel();
+    return future.get();
+  }
+
+  InferenceServer& server_;
+  std::string token_;
+};
+
+// grpc.health.v1: SERVING while the server is ready.
+class HealthService final : public grpc::health::v1::Health::Service {
+ public:
+  explicit HealthService(InferenceServer& server) : server_(server) {}
+
+  grpc::Status Check(grpc::ServerContext*, const grpc::health::v1::HealthCheckRequest* req,
+                     grpc::health::v1::HealthCheckResponse* res) override {
+    if (!req->service().empty() && req->service() != "inference.GRPCInferenceService")
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown service");
+    res->set_status(server_.ready() ? grpc::health::v1::HealthCheckResponse::SERVING
+                                    : grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Watch(grpc::ServerContext* ctx, const grpc::health::v1::HealthCheckRequest* req,
+                     grpc::ServerWriter<grpc::health::v1::HealthCheckResponse>* writer) override {
+    grpc::health::v1::HealthCheckResponse res;
+    if (!req->service().empty() && req->service() != "inference.GRPCInferenceService") {
+      res.set_status(grpc::health::v1::HealthCheckResponse::SERVICE_UNKNOWN);
+      writer->Write(res);
+      return grpc::Status::OK;
+    }
+    int last = -1;
+    while (!ctx->IsCancelled()) {
+      int now = server_.ready() ? 1 : 2;
+      if (now != last) {
+        res.set_status(static_cast<grpc::health::v1::HealthCheckResponse::ServingStatus>(now));
+        if (!writer->Write(res)) break;
+        last = now;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return grpc::Status::OK;
+  }
+
+ private:
+  InferenceServer& server_;
+};
+
+struct GrpcFrontend::Impl {
+  std::unique_ptr<InferenceService> inference;
+  std::unique_ptr<HealthService> health;
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;
+  bool stopped = false;
+};
+
+GrpcFrontend::GrpcFrontend(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+StatusOr<std::unique_ptr<GrpcFrontend>> GrpcFrontend::start(InferenceServer& server,
+                                                            const GrpcOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->inference = std::make_unique<InferenceService>(server, options.auth_token);
+  impl->health = std::make_unique<HealthService>(server);
+  grpc::ServerBuilder builder;
+  std::string address = options.address.find(':') != std::string::npos
+                            ? fmt::format("[{}]:{}", options.address, options.port)
+                            : fmt::format("{}:{}", options.address, options.port);
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &impl->port);
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.SetMaxSendMessageSize(options.max_message_bytes);
+  builder.RegisterService(impl->inference.get());
+  builder.RegisterService(impl->health.get());
+  impl->server = builder.BuildAndStart();
+  if (!impl->server || impl->port == 0) return unavailable("cannot listen for gRPC on {}", address);
+  return std::unique_ptr<GrpcFrontend>(new GrpcFrontend(std::move(impl)));
+}
+
+GrpcFrontend::~GrpcFrontend() { shutdown(std::chrono::system_clock::now()); }
+
+int GrpcFrontend::port() const { return impl_->port; }
+
+void GrpcFrontend::shutdown(std::chrono::system_clock::time_point deadline) {
+  if (impl_->stopped) return;
+  impl_->stopped = true;
+  impl_->server->Shutdown(deadline);
+  impl_->server->Wait();
+}
+
+}  // namespace kestrel::serve

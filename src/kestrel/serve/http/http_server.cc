@@ -1,0 +1,271 @@
+// HttpServer on Boost.Beast (see http_server.h).
+#include "kestrel/serve/http/http_server.h"
+
+#include <sys/socket.h>
+
+#include <atomic>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <cerrno>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "kestrel/base/logging.h"
+#include "kestrel/serve/http/json.h"
+
+namespace kestrel::serve {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+HttpResponse json_error(int status, std::string_view message, unsigned version, bool keep_alive) {
+  HttpResponse res{static_cast<http::status>(status), version};
+  res.set(http::field::content_type, "application/json");
+  res.body() = "{\"error\":" + json_string(message) + "}";
+  res.keep_alive(keep_alive);
+  res.prepare_payload();
+  return res;
+}
+
+struct HttpServer::Impl {
+  HttpServerOptions options;
+  HttpHandler handler;
+  asio::io_context io;
+  // Keeps the I/O threads running while handlers answer asynchronously, even with no socket busy.
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  std::optional<tcp::acceptor> acceptor;
+  std::vector<std::thread> threads;
+  std::atomic<bool> accepting{true};
+  // Requests read and not yet answered.
+  std::mutex idle_mutex;
+  std::condition_variable idle_cv;
+  int in_flight = 0;
+  int port = 0;
+
+  void begin_request() {
+    std::lock_guard lock(idle_mutex);
+    ++in_flight;
+  }
+  void end_request() {
+    std::lock_guard lock(idle_mutex);
+    if (--in_flight == 0) idle_cv.notify_all();
+  }
+  void accept();
+};
+
+namespace {
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, HttpServer::Impl* server)
+      : stream_(std::move(socket)), server_(server) {}
+
+  void start() {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read_header(); });
+  }
+
+ private:
+  void read_header() {
+    parser_.emplace();
+    parser_->body_limit(server_->options.body_limit);
+    parser_->header_limit(64 * 1024);
+    stream_.expires_after(server_->options.read_timeout);
+    http::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
+  }
+
+  void on_header(beast::error_code ec) {
+    // Beast checks a declared Content-Length against the limit while parsing the header.
+    if (ec == http::error::body_limit) return reject_too_large();
+    if (ec) return fail(ec);
+    auto& req = parser_->get();
+    if (beast::iequals(req[http::field::expect], "100-continue")) {
+      if (parser_->content_length() && *parser_->content_length() > server_->options.body_limit)
+        return reject_too_large();
+      auto cont = std::make_shared<http::response<http::empty_body>>(http::status::continue_,
+                                                                     req.version());
+      http::async_write(stream_, *cont,
+                        [self = shared_from_this(), cont](beast::error_code e, size_t) {
+                          if (e) return self->fail(e);
+                          self->read_body();
+                        });
+      return;
+    }
+    read_body();
+  }
+
+  void read_body() {
+    http::async_read(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
+  }
+
+  void reject_too_large() {
+    write(json_error(413,
+                     fmt::format("request body exceeds the limit of {} bytes",
+                                 server_->options.body_limit),
+                     parser_->get().version(), false),
+          false);
+  }
+
+  void on_read(beast::error_code ec) {
+    if (ec == http::error::body_limit) return reject_too_large();
+    if (ec) return fail(ec);
+    stream_.expires_never();
+    HttpRequest req = parser_->release();
+    bool keep_alive = req.keep_alive();
+    unsigned version = req.version();
+    server_->begin_request();
+    auto self = shared_from_this();
+    auto cancel = std::make_shared<CancelToken>();
+    watch_disconnect(cancel);
+    server_->handler(
+        std::move(req),
+        [self, keep_alive, version](HttpResponse res) {
+          res.version(version);
+          res.keep_alive(keep_alive && res.keep_alive());
+          res.prepare_payload();
+          asio::post(self->stream_.get_executor(),
+                     [self, res = std::move(res)]() mutable { self->write(std::move(res), true); });
+        },
+        cancel);
+  }
+
+  // Cancels `cancel` when the peer closes or resets the connection. Peeking leaves any pipelined
+  // request in the socket for the next read; data from the client ends the watch.
+  void watch_disconnect(std::shared_ptr<CancelToken> cancel) {
+    stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(),
+                                                         cancel](beast::error_code ec) {
+      if (ec) return;
+      char c;
+      ssize_t n = ::recv(self->stream_.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) cancel->cancel();
+    });
+  }
+
+  void write(HttpResponse res, bool counted) {
+    auto msg = std::make_shared<HttpResponse>(std::move(res));
+    stream_.expires_after(server_->options.read_timeout);
+    http::async_write(stream_, *msg,
+                      [self = shared_from_this(), msg, counted](beast::error_code ec, size_t) {
+                        if (counted) self->server_->end_request();
+                        if (ec) return self->fail(ec);
+                        if (!msg->keep_alive())
+                          return counted ? self->close() : self->drain_and_close();
+                        self->read_header();
+                      });
+  }
+
+  void fail(beast::error_code ec) {
+    if (ec != http::error::end_of_stream && ec != asio::error::operation_aborted &&
+        ec != beast::error::timeout && ec != asio::error::connection_reset &&
+        ec != asio::error::eof)
+      log::debug("http connection: {}", ec.message());
+    close();
+  }
+
+  // After refusing a request before reading its body: stop sending, then read and discard what the
+  // client is still sending (for a while), so that it sees the answer instead of a reset.
+  void drain_and_close() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.expires_after(std::chrono::seconds(5));
+    drain_.resize(64 * 1024);
+    drain_some();
+  }
+  void drain_some() {
+    stream_.async_read_some(asio::buffer(drain_),
+                            [self = shared_from_this()](beast::error_code ec, size_t n) {
+                              self->drained_ += n;
+                              if (ec || self->drained_ > 2 * self->server_->options.body_limit)
+                                return self->close();
+                              self->drain_some();
+                            });
+  }
+
+  void close() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.close();
+  }
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  HttpServer::Impl* server_;
+  std::vector<char> drain_;
+  uint64_t drained_ = 0;
+};
+
+}  // namespace
+
+void HttpServer::Impl::accept() {
+  acceptor->async_accept(asio::make_strand(io), [this](beast::error_code ec, tcp::socket socket) {
+    if (!accepting) return;
+    if (!ec) std::make_shared<Session>(std::move(socket), this)->start();
+    accept();
+  });
+}
+
+HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+StatusOr<std::unique_ptr<HttpServer>> HttpServer::start(const HttpServerOptions& options,
+                                                        HttpHandler handler) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->handler = std::move(handler);
+  beast::error_code ec;
+  auto address = asio::ip::make_address(options.address, ec);
+  if (ec) return invalid_argument("bad listen address '{}': {}", options.address, ec.message());
+  tcp::endpoint endpoint(address, static_cast<unsigned short>(options.port));
+  impl->acceptor.emplace(impl->io);
+  impl->acceptor->open(endpoint.protocol(), ec);
+  if (!ec) impl->acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) impl->acceptor->bind(endpoint, ec);
+  if (!ec) impl->acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec)
+    return unavailable("cannot listen on {}:{}: {}", options.address, options.port, ec.message());
+  impl->port = impl->acceptor->local_endpoint().port();
+  impl->work.emplace(impl->io.get_executor());
+  impl->accept();
+  for (int i = 0; i < std::max(1, options.threads); ++i)
+    impl->threads.emplace_back([io = &impl->io] { io->run(); });
+  return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
+}
+
+HttpServer::~HttpServer() { stop(); }
+
+int HttpServer::port() const { return impl_->port; }
+
+void HttpServer::stop_accepting() {
+  if (!impl_->accepting.exchange(false)) return;
+  asio::post(impl_->io, [impl = impl_.get()] {
+    beast::error_code ignored;
+    impl->acceptor->close(ignored);
+  });
+}
+
+bool HttpServer::wait_idle(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock lock(impl_->idle_mutex);
+  return impl_->idle_cv.wait_until(lock, deadline, [&] { return impl_->in_flight == 0; });
+}
+
+void HttpServer::stop() {
+  stop_accepting();
+  impl_->work.reset();
+  impl_->io.stop();
+  for (std::thread& t : impl_->threads)
+    if (t.joinable()) t.join();
+}
+
+}  // namespace kestrel::serve

@@ -1,0 +1,31 @@
+# The inference server: serve_core (repository, lifecycle, dynamic batcher, statistics, metrics),
+# and its frontends serve_http (Boost.Beast) and serve_grpc, which only talk to serve_core.
+# `kestrel serve` (cli/serve.cc) is added to the cli layer here.
+find_package(simdjson REQUIRED)
+find_package(Boost 1.74 REQUIRED)
+
+# serve_core imports ONNX files on load, hence onnx next to engine and vision.
+kestrel_layer(serve_core DIR serve/core DEPS engine onnx vision protocol
+  SOURCES dynamic_batcher.cc inference_server.cc metrics.cc model_config.cc model_statistics.cc
+          served_model.cc
+  LIBS Threads::Threads)
+
+if(KESTREL_TESTS)
+  kestrel_layer_test(serve_core SOURCES serve_core_test.cc LABELS server)
+  set_property(TEST serve_core_test APPEND PROPERTY ENVIRONMENT
+               "KESTREL_SERVER_TEST_DATA=${PROJECT_SOURCE_DIR}/tests/server/data")
+endif()
+
+# KServe v2 over HTTP: Boost.Beast transport, simdjson for request bodies.
+kestrel_layer(serve_http DIR serve/http DEPS serve_core
+  SOURCES http_api.cc http_server.cc json.cc
+  LIBS simdjson::simdjson Boost::headers)
+# Beast speaks std::string_view (every user of serve_http sees the same definition).
+target_compile_definitions(kestrel_serve_http PUBLIC BOOST_BEAST_USE_STD_STRING_VIEW)
+
+# KServe v2 over gRPC plus grpc.health.v1.
+kestrel_layer(serve_grpc DIR serve/grpc DEPS serve_core protocol
+  SOURCES grpc_frontend.cc)
+
+list(APPEND CLI_DEPS serve_core serve_http serve_grpc)
+list(APPEND CLI_SOURCES serve.cc)

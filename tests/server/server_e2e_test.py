@@ -1,0 +1,579 @@
+#!/usr/bin/python3
+"""End-to-end test of `kestrel serve`: starts the real server on free loopback ports with the CPU
+backend and a small model repository (tests/server/data/tiny.onnx: y = x * 2 + 1, and yolov5n from
+KESTREL_SHARED when present), then talks to it over the wire: HTTP (KServe v2 JSON and binary
+tensors, keep-alive, pipelining, Expect: 100-continue, detect, stats, metrics, malformed requests),
+gRPC (inference.GRPCInferenceService and grpc.health.v1 with python3-grpcio), bearer-token auth
+and configuration through KESTREL_* variables, and a clean SIGTERM under load.
+
+Usage: server_e2e_test.py --kestrel build/kestrel --source /work/main
+"""
+import argparse
+import concurrent.futures
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+FAILURES = []
+KESTREL = None  # the binary under test
+MODELS = {}
+
+
+def check(cond, what):
+    if cond:
+        print(f"  ok   {what}")
+    else:
+        print(f"  FAIL {what}")
+        FAILURES.append(what)
+
+
+class Server:
+    """A `kestrel serve` process; ports are parsed from its READY log line."""
+
+    def __init__(self, kestrel, args, env=None):
+        e = dict(os.environ)
+        e.update(env or {})
+        self.proc = subprocess.Popen([kestrel, "serve", *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, env=e)
+        self.log = []
+        self.ready = threading.Event()
+        self.http = self.grpc = self.metrics = None
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.log.append(line)
+            m = re.search(r"READY: HTTP [^:]+:(\d+), gRPC [^:]+:(\d+), metrics http://[^:]+:(\d+)", line)
+            if m:
+                self.http, self.grpc, self.metrics = map(int, m.groups())
+                self.ready.set()
+
+    def wait_ready(self, timeout=120):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.ready.wait(0.2):
+                return True
+            if self.proc.poll() is not None:
+                return False
+        return False
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                return None
+        return self.proc.returncode
+
+
+def request(port, method, path, body=None, headers=None, timeout=60):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    c.request(method, path, body=body, headers=headers or {})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, dict(r.getheaders()), data
+
+
+def get_json(port, path):
+    status, _, data = request(port, "GET", path)
+    return status, json.loads(data) if data else None
+
+
+def infer_json(port, model, values, rows=1, extra=None):
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [rows, 4], "data": values}]}
+    body.update(extra or {})
+    status, _, data = request(port, "POST", f"/v2/models/{model}/infer", json.dumps(body))
+    return status, json.loads(data) if data else None
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def raw_exchange(port, payload, read_until_count=1, timeout=10):
+    """Sends raw bytes and reads until `read_until_count` complete HTTP responses arrived."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(payload)
+    data = b""
+    while data.count(b"HTTP/1.1 ") < read_until_count or not data.endswith(b"}"):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    return data
+
+
+def test_http(srv, have_yolo, images):
+    p = srv.http
+    print("HTTP")
+    check(request(p, "GET", "/v2/health/live")[0] == 200, "live")
+    check(request(p, "GET", "/v2/health/ready")[0] == 200, "ready")
+    status, meta = get_json(p, "/v2")
+    check(status == 200 and meta["name"] == "kestrel" and "binary_tensor_data" in meta["extensions"],
+          "server metadata")
+    status, meta = get_json(p, "/v2/models/tiny")
+    check(status == 200 and meta["inputs"][0] == {"name": "x", "datatype": "FP32", "shape": [-1, 4]},
+          "model metadata")
+    check(get_json(p, "/v2/models/tiny/versions/1")[0] == 200, "versioned metadata")
+    check(request(p, "GET", "/v2/models/tiny/ready")[0] == 200, "model ready")
+    status, cfg = get_json(p, "/v2/models/tiny/config")
+    check(status == 200 and cfg["max_batch_size"] == 8 and cfg["input"][0]["name"] == "x",
+          "model config JSON")
+    status, out = infer_json(p, "tiny", [[1, 2, 3, 4]])
+    check(status == 200 and out["outputs"][0]["data"] == [3, 5, 7, 9] and
+          out["outputs"][0]["shape"] == [1, 4], f"JSON infer -> {out}")
+
+    # Binary tensor extension, in and out.
+    header = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 4],
+                                     "parameters": {"binary_data_size": 32}}],
+                         "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}).encode()
+    raw = struct.pack("<8f", *range(8))
+    status, hdrs, data = request(p, "POST", "/v2/models/tiny/infer", header + raw,
+                                 {"Inference-Header-Content-Length": str(len(header)),
+                                  "Content-Type": "application/octet-stream"})
+    n = int(hdrs.get("Inference-Header-Content-Length", "0"))
+    ok = status == 200 and n > 0
+    if ok:
+        meta = json.loads(data[:n])
+        values = struct.unpack("<8f", data[n:])
+        ok = meta["outputs"][0]["parameters"]["binary_data_size"] == 32 and \
+            list(values) == [2 * i + 1 for i in range(8)]
+    check(ok, "binary infer")
+
+    # Keep-alive, pipelining and Expect: 100-continue on raw sockets.
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4],
+                                   "data": [0, 0, 0, 0]}]}).encode()
+    one = (b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    data = raw_exchange(p, one + one + one, 3)
+    check(data.count(b"HTTP/1.1 200 OK") == 3, "pipelined requests on one connection")
+    s = socket.create_connection(("127.0.0.1", p), timeout=10)
+    s.sendall(one.split(b"\r\n\r\n")[0].replace(b"Host: x", b"Host: x\r\nExpect: 100-continue") +
+              b"\r\n\r\n")
+    first = s.recv(1024)
+    s.sendall(body)
+    rest = b""
+    while b"}" not in rest:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    s.close()
+    check(first.startswith(b"HTTP/1.1 100 Continue") and b"200 OK" in first + rest,
+          "Expect: 100-continue")
+
+    # Malformed requests: a clear JSON error each, and the server keeps serving.
+    bad = [
+        ("malformed JSON", "/v2/models/tiny/infer", b"{\"inputs\": [", {}, 400),
+        ("unknown model", "/v2/models/nope/infer", body, {}, 404),
+        ("path traversal name", "/v2/models/..%2f..%2fetc/infer", body, {}, 400),
+        ("wrong shape", "/v2/models/tiny/infer", json.dumps({"inputs": [{"name": "x",
+         "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}).encode(), {}, 400),
+        ("wrong datatype", "/v2/models/tiny/infer", json.dumps({"inputs": [{"name": "x",
+         "datatype": "INT32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}).encode(), {}, 400),
+        ("unknown datatype", "/v2/models/tiny/infer", json.dumps({"inputs": [{"name": "x",
+         "datatype": "FP128", "shape": [1, 4], "data": [1, 2, 3, 4]}]}).encode(), {}, 400),
+        ("element count overflow", "/v2/models/tiny/infer", json.dumps({"inputs": [{"name": "x",
+         "datatype": "FP32", "shape": [4294967296, 4294967296, 4294967296],
+         "data": [1]}]}).encode(), {}, 400),
+        ("too few values", "/v2/models/tiny/infer", json.dumps({"inputs": [{"name": "x",
+         "datatype": "FP32", "shape": [1, 4], "data": [1]}]}).encode(), {}, 400),
+        ("unknown input", "/v2/models/tiny/infer", json.dumps({"inputs": [{"name": "z",
+         "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}).encode(), {}, 400),
+        ("batch over max_batch_size", "/v2/models/tiny/infer", json.dumps({"inputs": [{"name": "x",
+         "datatype": "FP32", "shape": [9, 4], "data": [0] * 36}]}).encode(), {}, 400),
+        ("JSON nested too deep", "/v2/models/tiny/infer", b"[" * 5000 + b"]" * 5000, {}, 400),
+        ("wrong binary length", "/v2/models/tiny/infer", header + raw[:20],
+         {"Inference-Header-Content-Length": str(len(header))}, 400),
+        ("header length past body", "/v2/models/tiny/infer", header,
+         {"Inference-Header-Content-Length": "99999"}, 400),
+        ("body over the limit", "/v2/models/tiny/infer", b" " * (5 << 20), {}, 413),
+        ("not an image", "/v2/models/yolov5n/detect", b"GIF89a not a jpeg", {},
+         400 if have_yolo else 404),
+    ]
+    for what, path, payload, hdrs, want in bad:
+        try:
+            status, _, data = request(p, "POST", path, payload, hdrs)
+            err = json.loads(data).get("error", "") if data else ""
+        except (ConnectionError, http.client.HTTPException) as e:
+            status, err = None, str(e)
+        check(status == want and err, f"{what} -> {status} {err[:90]!r}")
+    # Clients that vanish mid-request or half-close, and a flood of bad requests on one connection.
+    s = socket.create_connection(("127.0.0.1", p), timeout=10)
+    s.sendall(b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"in")
+    s.close()
+    s = socket.create_connection(("127.0.0.1", p), timeout=10)
+    s.sendall(b"GET /v2/health/li")
+    s.shutdown(socket.SHUT_WR)
+    check(s.recv(100) == b"", "half-closed client with a partial request is closed")
+    s.close()
+    s = socket.create_connection(("127.0.0.1", p), timeout=10)
+    s.sendall(b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\n")  # ... and nothing more
+    t0 = time.time()
+    closed = s.recv(100) == b""
+    check(closed and time.time() - t0 < 5, f"slow client closed after {time.time() - t0:.1f} s")
+    s.close()
+    rss_before = rss_kb(srv.proc.pid)
+    c = http.client.HTTPConnection("127.0.0.1", p, timeout=30)
+    for i in range(1200):
+        if i == 200:
+            rss_before = rss_kb(srv.proc.pid)
+        c.request("POST", "/v2/models/tiny/infer", body=b"{\"inputs\": [{\"name\": 1}")
+        r = c.getresponse()
+        r.read()
+    c.close()
+    growth = rss_kb(srv.proc.pid) - rss_before
+    check(r.status == 400 and growth < 8192, f"1000 bad requests on one connection: RSS +{growth} kB")
+    check(request(p, "GET", "/v2/health/live")[0] == 200, "still live after bad requests")
+    check(infer_json(p, "tiny", [[1, 1, 1, 1]])[0] == 200, "still serving after bad requests")
+
+    # Concurrent clients: every answer is its own, and the batcher formed batches > 1.
+    def one_client(i):
+        status, out = infer_json(p, "tiny", [[i, i, i, i]])
+        return status == 200 and out["outputs"][0]["data"] == [2 * i + 1] * 4
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(one_client, range(64)))
+    check(all(results), "64 concurrent clients get their own answers")
+
+    if have_yolo:
+        jpeg = open(images["bus"], "rb").read()
+        status, _, data = request(p, "POST", "/v2/models/yolov5n/detect", jpeg,
+                                  {"Content-Type": "image/jpeg"})
+        dets = json.loads(data)["results"][0]["detections"] if status == 200 else []
+        names = [d["class_name"] for d in dets]
+        check(status == 200 and "bus" in names and names.count("person") >= 2,
+              f"detect bus.jpg -> {names}")
+        # The server's detections equal the engine's own (`kestrel detect` on the same image).
+        cli = subprocess.run([KESTREL, "detect", MODELS["yolov5n"], images["bus"], "--backend", "cpu"],
+                             capture_output=True, text=True, timeout=120)
+        ref = json.loads(cli.stdout) if cli.returncode == 0 else []
+        same = len(ref) == len(dets) and all(
+            r["category_name"] == d["class_name"] and abs(r["score"] - d["score"]) < 1e-4 and
+            all(abs(a - b) < 0.01 for a, b in zip(
+                r["bbox"], [d["box"][0], d["box"][1], d["box"][2] - d["box"][0],
+                            d["box"][3] - d["box"][1]]))
+            for r, d in zip(ref, dets))
+        check(same, f"detect equals `kestrel detect` ({len(ref)} detections)")
+
+        # Concurrent detect clients, batched together, each get their own image's answer.
+        singles = {}
+        for name in ("bus", "zidane"):
+            body = open(images[name], "rb").read()
+            st, _, d = request(p, "POST", "/v2/models/yolov5n/detect", body)
+            singles[name] = (body, json.loads(d)["results"][0] if st == 200 else None)
+
+        def detect_client(i):
+            name = ("bus", "zidane")[i % 2]
+            st, _, d = request(p, "POST", "/v2/models/yolov5n/detect", singles[name][0])
+            if st != 200:
+                return False
+            got, want = json.loads(d)["results"][0], singles[name][1]
+            return got["width"] == want["width"] and \
+                [x["class_name"] for x in got["detections"]] == \
+                [x["class_name"] for x in want["detections"]] and \
+                all(abs(a - b) < 0.05 for x, y in zip(got["detections"], want["detections"])
+                    for a, b in zip(x["box"], y["box"]))
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            ok = list(pool.map(detect_client, range(8)))
+        check(all(ok), f"8 concurrent detect clients get their own detections: {ok}")
+
+        boundary = "kestrelboundary"
+        parts = b""
+        for name in ("bus", "zidane"):
+            parts += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; "
+                      f"filename=\"{name}.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n").encode()
+            parts += open(images[name], "rb").read() + b"\r\n"
+        parts += f"--{boundary}--\r\n".encode()
+        status, _, data = request(p, "POST", "/v2/models/yolov5n/detect", parts,
+                                  {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        res = json.loads(data).get("results", []) if status == 200 else []
+        check(status == 200 and len(res) == 2 and res[1]["width"] == 1280 and
+              any(d["class_name"] == "person" for d in res[1]["detections"]),
+              "detect multipart with two images")
+
+    if have_yolo:
+        # Clients that disconnect while their request waits in the queue free their slot: four
+        # requests of four images (one full batch each) from clients that hang up at once.
+        def fails():
+            st = get_json(p, "/v2/models/yolov5n/stats")[1]["model_stats"][0]
+            return st["inference_stats"]["fail"]["count"], st["execution_count"]
+        fail0, exec0 = fails()
+        four = b""
+        for _ in range(4):
+            four += (f"--{boundary}\r\nContent-Type: image/jpeg\r\n\r\n").encode() + jpeg + b"\r\n"
+        four += f"--{boundary}--\r\n".encode()
+        socks = []
+        for _ in range(4):
+            s = socket.create_connection(("127.0.0.1", p), timeout=10)
+            s.sendall(b"POST /v2/models/yolov5n/detect HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                      b"multipart/form-data; boundary=" + boundary.encode() +
+                      b"\r\nContent-Length: " + str(len(four)).encode() + b"\r\n\r\n" + four)
+            socks.append(s)
+        time.sleep(0.05)
+        for s in socks:
+            s.close()
+        # Each request ends as one execution (a full batch) or one failure (cancelled).
+        deadline = time.time() + 30
+        fail1, exec1 = fails()
+        while time.time() < deadline and (fail1 - fail0) + (exec1 - exec0) < 4:
+            time.sleep(0.1)
+            fail1, exec1 = fails()
+        check(fail1 - fail0 >= 2 and exec1 - exec0 <= 2,
+              f"disconnected clients' queued requests are dropped: {fail1 - fail0} cancelled, "
+              f"{exec1 - exec0} executed")
+
+    status, stats = get_json(p, "/v2/models/tiny/stats")
+    s = stats["model_stats"][0] if status == 200 else {}
+    check(status == 200 and s["inference_stats"]["success"]["count"] >= 66 and
+          s["execution_count"] < s["inference_count"] and s["inference_stats"]["fail"]["count"] > 0,
+          f"stats: {s.get('inference_count')} inferences in {s.get('execution_count')} executions")
+    status, index_json = request(p, "POST", "/v2/repository/index")[0::2]
+    index = json.loads(index_json)
+    check(status == 200 and any(e["name"] == "tiny" and e["state"] == "READY" for e in index),
+          "repository index")
+    check(request(p, "POST", "/v2/repository/models/tiny/unload")[0] == 400,
+          "unload refused in control mode none")
+
+
+def test_metrics(srv):
+    print("metrics")
+    status, hdrs, data = request(srv.metrics, "GET", "/metrics")
+    text = data.decode()
+    check(status == 200 and 'nv_inference_request_success{model="tiny",version="1"}' in text,
+          "Triton metric names with model/version labels")
+    for name in ("nv_inference_request_failure", "nv_inference_count", "nv_inference_exec_count",
+                 "nv_inference_request_duration_us", "nv_inference_queue_duration_us",
+                 "nv_inference_compute_input_duration_us", "nv_inference_compute_infer_duration_us",
+                 "nv_inference_compute_output_duration_us", "nv_inference_pending_request_count",
+                 "kestrel_inference_batch_size_bucket",
+                 "kestrel_inference_request_duration_seconds_bucket"):
+        check(f"\n{name}{{" in text, f"metric {name}")
+    m1 = re.search(r'kestrel_inference_batch_size_bucket\{model="tiny",version="1",le="1"\} (\d+)', text)
+    mc = re.search(r'kestrel_inference_batch_size_count\{model="tiny",version="1"\} (\d+)', text)
+    check(m1 and mc and int(m1.group(1)) < int(mc.group(1)), "batch-size histogram shows batches > 1")
+    promtool = shutil.which("promtool")
+    if not promtool:
+        print("  skip promtool check metrics: promtool is not installed")
+        return
+    r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    # Triton's names themselves break three of promtool's naming lints (counters without "_total",
+    # "_us" units, "_count" on counters); those are expected for nv_inference_* only, anything
+    # else (a format error, another lint, any lint on kestrel_* metrics) fails.
+    allowed = re.compile(r'^nv_inference_\w+ (counter metrics should have "_total" suffix|'
+                         r'metric names should not contain abbreviated units|'
+                         r'non-histogram and non-summary metrics should not have "_count" suffix)$')
+    problems = [l for l in (r.stdout + r.stderr).splitlines() if l.strip() and not allowed.match(l)]
+    check(not problems, f"promtool check metrics: {problems[:3]}")
+
+
+def test_grpc(srv, source):
+    print("gRPC")
+    try:
+        import grpc
+    except ImportError:
+        print("  skip gRPC: python3-grpcio is not installed")
+        return
+    tmp = tempfile.mkdtemp()
+    subprocess.check_call(["protoc", f"-I{source}/src", f"--python_out={tmp}",
+                           *(f"{source}/src/kestrel/protocol/{p}.proto"
+                             for p in ("grpc_service", "model_config", "health"))])
+    sys.path.insert(0, tmp)
+    from kestrel.protocol import grpc_service_pb2 as pb, health_pb2
+    ch = grpc.insecure_channel(f"127.0.0.1:{srv.grpc}")
+
+    def rpc(name, req, resp, service="inference.GRPCInferenceService"):
+        return ch.unary_unary(f"/{service}/{name}", request_serializer=req.SerializeToString,
+                              response_deserializer=resp.FromString)(req, timeout=30)
+
+    check(rpc("ServerLive", pb.ServerLiveRequest(), pb.ServerLiveResponse).live, "ServerLive")
+    check(rpc("ServerReady", pb.ServerReadyRequest(), pb.ServerReadyResponse).ready, "ServerReady")
+    check(rpc("ModelReady", pb.ModelReadyRequest(name="tiny"), pb.ModelReadyResponse).ready,
+          "ModelReady")
+    md = rpc("ServerMetadata", pb.ServerMetadataRequest(), pb.ServerMetadataResponse)
+    check(md.name == "kestrel", "ServerMetadata")
+    mm = rpc("ModelMetadata", pb.ModelMetadataRequest(name="tiny"), pb.ModelMetadataResponse)
+    check(mm.inputs[0].datatype == "FP32" and list(mm.inputs[0].shape) == [-1, 4], "ModelMetadata")
+    cfg = rpc("ModelConfig", pb.ModelConfigRequest(name="tiny"), pb.ModelConfigResponse).config
+    check(cfg.max_batch_size == 8 and cfg.dynamic_batching.max_queue_delay_microseconds == 2000,
+          "ModelConfig")
+    req = pb.ModelInferRequest(model_name="tiny", id="r1")
+    req.inputs.add(name="x", datatype="FP32", shape=[1, 4])
+    req.raw_input_contents.append(struct.pack("<4f", 1, 2, 3, 4))
+    res = rpc("ModelInfer", req, pb.ModelInferResponse)
+    check(res.id == "r1" and struct.unpack("<4f", res.raw_output_contents[0]) == (3, 5, 7, 9),
+          "ModelInfer raw contents")
+    typed = pb.ModelInferRequest(model_name="tiny")
+    t = typed.inputs.add(name="x", datatype="FP32", shape=[1, 4])
+    t.contents.fp32_contents.extend([0, 1, 2, 3])
+    res = rpc("ModelInfer", typed, pb.ModelInferResponse)
+    check(struct.unpack("<4f", res.raw_output_contents[0]) == (1, 3, 5, 7), "ModelInfer typed contents")
+    bad = pb.ModelInferRequest(model_name="tiny")
+    bad.inputs.add(name="x", datatype="FP32", shape=[1, 4])
+    bad.raw_input_contents.append(b"123")
+    for what, r, code in (("bad raw length", bad, grpc.StatusCode.INVALID_ARGUMENT),
+                          ("unknown model", pb.ModelInferRequest(model_name="nope"),
+                           grpc.StatusCode.NOT_FOUND)):
+        try:
+            rpc("ModelInfer", r, pb.ModelInferResponse)
+            check(False, f"{what} -> error")
+        except grpc.RpcError as e:
+            check(e.code() == code, f"{what} -> {e.code()}")
+    stream = ch.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer",
+                              request_serializer=pb.ModelInferRequest.SerializeToString,
+                              response_deserializer=pb.ModelStreamInferResponse.FromString)
+    reqs = []
+    for i in range(3):
+        r = pb.ModelInferRequest(model_name="tiny", id=str(i))
+        r.inputs.add(name="x", datatype="FP32", shape=[1, 4])
+        r.raw_input_contents.append(struct.pack("<4f", i, i, i, i))
+        reqs.append(r)
+    outs = list(stream(iter(reqs), timeout=30))
+    check(len(outs) == 3 and all(not o.error_message for o in outs) and
+          struct.unpack("<4f", outs[2].infer_response.raw_output_contents[0]) == (5, 5, 5, 5),
+          "ModelStreamInfer")
+    st = rpc("ModelStatistics", pb.ModelStatisticsRequest(name="tiny"), pb.ModelStatisticsResponse)
+    check(st.model_stats[0].inference_count > 60, "ModelStatistics")
+    idx = rpc("RepositoryIndex", pb.RepositoryIndexRequest(), pb.RepositoryIndexResponse)
+    check(any(m.name == "tiny" for m in idx.models), "RepositoryIndex")
+    h = rpc("Check", health_pb2.HealthCheckRequest(), health_pb2.HealthCheckResponse,
+            service="grpc.health.v1.Health")
+    check(h.status == health_pb2.HealthCheckResponse.SERVING, "grpc.health.v1 Check")
+    ch.close()
+
+
+def test_auth_and_env(kestrel, repo):
+    print("auth token and KESTREL_* environment")
+    env = {"KESTREL_AUTH_TOKEN": "s3cret", "KESTREL_HTTP_PORT": "0", "KESTREL_GRPC_PORT": "0",
+           "KESTREL_METRICS_PORT": "0", "KESTREL_MODEL_REPOSITORY": repo,
+           "KESTREL_MODEL_CONTROL_MODE": "explicit", "KESTREL_LOAD_MODEL": "tiny",
+           "KESTREL_BACKEND": "cpu", "KESTREL_ENGINE_CACHE_DIR": f"{repo}.cache"}
+    srv = Server(kestrel, [], env)
+    if not srv.wait_ready(60):
+        check(False, "server with environment configuration starts")
+        print("".join(srv.log[-20:]))
+        return
+    p = srv.http
+    check(request(p, "GET", "/v2/health/live")[0] == 200, "health needs no token")
+    check(request(p, "GET", "/v2/models/tiny")[0] == 401, "no token -> 401")
+    check(request(p, "GET", "/v2/models/tiny", headers={"Authorization": "Bearer wrong"})[0] == 401,
+          "wrong token -> 401")
+    auth = {"Authorization": "Bearer s3cret"}
+    check(request(p, "GET", "/v2/models/tiny", headers=auth)[0] == 200, "right token -> 200")
+    check(request(p, "POST", "/v2/repository/models/tiny/unload", headers=auth)[0] == 200,
+          "explicit unload")
+    check(request(p, "GET", "/v2/models/tiny/ready", headers=auth)[0] != 200, "unloaded not ready")
+    check(request(p, "POST", "/v2/repository/models/tiny/load", headers=auth)[0] == 200,
+          "explicit load")
+    check(request(p, "GET", "/v2/models/tiny/ready", headers=auth)[0] == 200, "reloaded ready")
+    check(not any("s3cret" in l for l in srv.log), "token never logged")
+    check(any("loaded the cached engine" in l for l in srv.log),
+          "second start loads the engine cached by the first")
+    check(srv.stop() == 0, "exits 0 on SIGTERM")
+
+
+def test_sigterm_under_load(srv, model, make_body):
+    print("SIGTERM under load")
+    results = []
+
+    def client():
+        try:
+            status, _, _ = request(srv.http, "POST", f"/v2/models/{model}/" +
+                                   ("detect" if model == "yolov5n" else "infer"), make_body())
+            results.append(status)
+        except Exception as e:  # noqa: BLE001
+            results.append(str(e))
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(0.05)
+    srv.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(60)
+    rc = srv.proc.wait(60)
+    check(all(r == 200 for r in results), f"requests in flight complete: {results}")
+    check(rc == 0, f"exit code {rc}")
+    check(any("shutting down" in l for l in srv.log), "logs the shutdown")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kestrel", required=True)
+    ap.add_argument("--source", required=True)
+    args = ap.parse_args()
+    global KESTREL
+    KESTREL = args.kestrel
+    start = time.time()
+    shared = os.environ.get("KESTREL_SHARED", os.path.join(args.source, "..", "shared"))
+    yolo = os.path.join(shared, "models", "yolov5n.onnx")
+    images = {n: os.path.join(shared, "images", f"{n}.jpg") for n in ("bus", "zidane")}
+    have_yolo = os.path.exists(yolo) and all(os.path.exists(i) for i in images.values())
+    MODELS["yolov5n"] = yolo
+    if not have_yolo:
+        print(f"skip yolov5n/detect checks: {yolo} or the images are missing")
+
+    repo = tempfile.mkdtemp(prefix="kestrel_e2e_")
+    os.makedirs(f"{repo}/tiny/1")
+    shutil.copy(f"{args.source}/tests/server/data/tiny.onnx", f"{repo}/tiny/1/model.onnx")
+    with open(f"{repo}/tiny/config.pbtxt", "w") as f:
+        f.write('name: "tiny"\nmax_batch_size: 8\n'
+                'dynamic_batching { max_queue_delay_microseconds: 2000 }\n'
+                'instance_group [ { count: 2 kind: KIND_CPU } ]\n')
+    if have_yolo:
+        os.makedirs(f"{repo}/yolov5n/1")
+        os.symlink(os.path.abspath(yolo), f"{repo}/yolov5n/1/model.onnx")
+        with open(f"{repo}/yolov5n/config.pbtxt", "w") as f:
+            f.write('max_batch_size: 4\ndynamic_batching { max_queue_delay_microseconds: 1000 }\n')
+
+    srv = Server(args.kestrel, ["--model-repository", repo, "--http-port", "0", "--grpc-port", "0",
+                                "--metrics-port", "0", "--backend", "cpu", "--max-body-mb", "4",
+                                "--exit-timeout-secs", "30", "--engine-cache-dir", f"{repo}.cache",
+                                "--http-read-timeout-secs", "2"])
+    try:
+        if not srv.wait_ready():
+            print("".join(srv.log[-30:]))
+            check(False, "server starts and logs READY")
+            return 1
+        print(f"server ready in {time.time() - start:.1f} s (HTTP {srv.http}, gRPC {srv.grpc}, "
+              f"metrics {srv.metrics})")
+        test_http(srv, have_yolo, images)
+        test_grpc(srv, args.source)
+        test_metrics(srv)
+        if have_yolo:
+            jpeg = open(images["bus"], "rb").read()
+            test_sigterm_under_load(srv, "yolov5n", lambda: jpeg)
+        else:
+            body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4],
+                                           "data": [1, 2, 3, 4]}]})
+            test_sigterm_under_load(srv, "tiny", lambda: body)
+        test_auth_and_env(args.kestrel, repo)
+    finally:
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+        shutil.rmtree(repo, ignore_errors=True)
+        shutil.rmtree(f"{repo}.cache", ignore_errors=True)
+    print(f"{len(FAILURES)} failure(s) in {time.time() - start:.1f} s")
+    if FAILURES:
+        print("server log tail:\n" + "".join(srv.log[-20:]))
+    return 1 if FAILURES else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
