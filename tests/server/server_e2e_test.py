@@ -241,7 +241,11 @@ def test_http(srv, have_yolo, images):
         r.read()
     c.close()
     growth = rss_kb(srv.proc.pid) - rss_before
-    check(r.status == 400 and growth < 8192, f"1000 bad requests on one connection: RSS +{growth} kB")
+    # Under AddressSanitizer freed memory sits in its quarantine (up to 256 MB) before reuse, so
+    # RSS grows without a leak; LeakSanitizer checks for real leaks at exit there.
+    limit_kb = 65536 if "ASAN_OPTIONS" in os.environ else 8192
+    check(r.status == 400 and growth < limit_kb,
+          f"1000 bad requests on one connection: RSS +{growth} kB (limit {limit_kb} kB)")
     check(request(p, "GET", "/v2/health/live")[0] == 200, "still live after bad requests")
     check(infer_json(p, "tiny", [[1, 1, 1, 1]])[0] == 200, "still serving after bad requests")
 

@@ -16,6 +16,7 @@ void add_perf_command(CLI::App& app);     // perf.cc
 void add_detect_command(CLI::App& app);   // detect.cc
 void add_eval_command(CLI::App& app);     // eval.cc
 void add_serve_command(CLI::App& app);    // serve.cc
+void add_bench_command(CLI::App& app);    // bench.cc
 
 // Prints `status` as "error: ..." on stderr and throws CLI::RuntimeError(exit code) when not OK.
 void exit_on_error(const Status& status);

@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   kestrel::cli::add_detect_command(app);
   kestrel::cli::add_eval_command(app);
   kestrel::cli::add_serve_command(app);
+  kestrel::cli::add_bench_command(app);
   CLI11_PARSE(app, argc, argv);
   return 0;
 }

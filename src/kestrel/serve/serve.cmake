@@ -20,8 +20,6 @@ endif()
 kestrel_layer(serve_http DIR serve/http DEPS serve_core
   SOURCES http_api.cc http_server.cc json.cc
   LIBS simdjson::simdjson Boost::headers)
-# Beast speaks std::string_view (every user of serve_http sees the same definition).
-target_compile_definitions(kestrel_serve_http PUBLIC BOOST_BEAST_USE_STD_STRING_VIEW)
 
 # KServe v2 over gRPC plus grpc.health.v1.
 kestrel_layer(serve_grpc DIR serve/grpc DEPS serve_core protocol

@@ -1,0 +1,229 @@
+// The HTTP/1.1 KServe v2 client over Boost.Beast: one blocking keep-alive connection per worker,
+// requests serialized once in prepare() (see client.h).
+#include <fmt/format.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+
+#include "kestrel/bench/client.h"
+#include "kestrel/bench/kserve_json.h"
+#include "kestrel/bench/wire.h"
+
+namespace kestrel::bench {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+using Request = http::request<http::string_body>;
+
+int64_t ns_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count();
+}
+
+// A blocking connection that reconnects when the server closed it between requests.
+class Socket {
+ public:
+  Socket(HostPort target, int64_t timeout_ms)
+      : target_(std::move(target)), timeout_ms_(timeout_ms) {}
+
+  // Sends `request` and reads the answer into `response`; the times of the write and of the
+  // whole exchange go to the out-parameters.
+  Status exchange(const Request& request, http::response<http::string_body>& response,
+                  int64_t* write_ns) {
+    // A kept-alive connection may have been closed by the server since the last request: one
+    // retry on a fresh connection tells that apart from a server that is down.
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      const bool reused = socket_.is_open();
+      if (!reused) KS_RETURN_IF_ERROR(open());
+      beast::error_code ec;
+      const auto t0 = Clock::now();
+      http::write(socket_, request, ec);
+      if (write_ns) *write_ns = ns_between(t0, Clock::now());
+      if (!ec) {
+        http::response_parser<http::string_body> parser;
+        parser.body_limit(uint64_t{1} << 32);
+        http::read(socket_, buffer_, parser, ec);
+        if (!ec) {
+          response = parser.release();
+          if (!response.keep_alive()) close();
+          return Status();
+        }
+      }
+      close();
+      if (!reused || attempt == 1) {
+        if (ec == asio::error::would_block || ec == asio::error::timed_out) {
+          return deadline_exceeded("{}: no answer within {} ms", target_.to_string(), timeout_ms_);
+        }
+        return unavailable("{}: {}", target_.to_string(), ec.message());
+      }
+    }
+    return internal_error("unreachable");
+  }
+
+ private:
+  Status open() {
+    beast::error_code ec;
+    tcp::resolver resolver(io_);
+    const auto endpoints = resolver.resolve(target_.host, std::to_string(target_.port), ec);
+    if (ec) return unavailable("cannot resolve {}: {}", target_.host, ec.message());
+    asio::connect(socket_, endpoints, ec);
+    if (ec) return unavailable("cannot connect to {}: {}", target_.to_string(), ec.message());
+    socket_.set_option(tcp::no_delay(true), ec);
+    if (timeout_ms_ > 0) {
+      timeval tv{};
+      tv.tv_sec = timeout_ms_ / 1000;
+      tv.tv_usec = (timeout_ms_ % 1000) * 1000;
+      setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      setsockopt(socket_.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    }
+    buffer_.clear();
+    return Status();
+  }
+  void close() {
+    beast::error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_both, ec);
+    socket_.close(ec);
+    buffer_.clear();
+  }
+
+  HostPort target_;
+  int64_t timeout_ms_;
+  asio::io_context io_;
+  tcp::socket socket_{io_};
+  beast::flat_buffer buffer_;
+};
+
+Status check_answer(const http::response<http::string_body>& response) {
+  const int code = static_cast<int>(response.result_int());
+  if (code >= 200 && code < 300) return Status();
+  return Status(status_code_from_http(code),
+                fmt::format("HTTP {}: {}", code, error_message_of(response.body())));
+}
+
+class HttpConnection : public Connection {
+ public:
+  HttpConnection(const ClientOptions& options, HostPort target,
+                 std::shared_ptr<const std::vector<Request>> requests)
+      : options_(options),
+        socket_(std::move(target), options.timeout_ms),
+        requests_(std::move(requests)) {}
+
+  CallResult call(size_t index) override {
+    CallResult r;
+    const Request& request = (*requests_)[index % requests_->size()];
+    http::response<http::string_body> response;
+    r.status = socket_.exchange(request, response, &r.send_ns);
+    if (!r.status.ok()) return r;
+    const auto t0 = Clock::now();
+    r.status = check_answer(response);
+    if (options_.keep_bodies) r.body = std::move(response.body());
+    r.recv_ns = ns_between(t0, Clock::now());
+    return r;
+  }
+
+ private:
+  const ClientOptions& options_;
+  Socket socket_;
+  std::shared_ptr<const std::vector<Request>> requests_;
+};
+
+class HttpClient : public Client {
+ public:
+  HttpClient(ClientOptions options, HostPort target)
+      : options_(std::move(options)), target_(std::move(target)) {
+    model_path_ = "/v2/models/" + options_.model;
+    if (!options_.version.empty()) model_path_ += "/versions/" + options_.version;
+  }
+
+  Status server_ready() override {
+    KS_ASSIGN_OR_RETURN(auto response, get("/v2/health/ready"));
+    return check_answer(response);
+  }
+
+  StatusOr<ModelMetadata> model_metadata() override {
+    KS_ASSIGN_OR_RETURN(auto response, get(model_path_));
+    KS_RETURN_IF_ERROR(check_answer(response).with_context("model metadata"));
+    return parse_model_metadata(response.body());
+  }
+
+  StatusOr<ServerStats> model_stats() override {
+    KS_ASSIGN_OR_RETURN(auto response, get(model_path_ + "/stats"));
+    KS_RETURN_IF_ERROR(check_answer(response).with_context("model statistics"));
+    return parse_model_stats(response.body(), options_.model);
+  }
+
+  Status prepare(std::span<const Sample> samples) override {
+    if (samples.empty()) return invalid_argument("nothing to send: no samples");
+    auto requests = std::make_shared<std::vector<Request>>();
+    for (const Sample& s : samples) {
+      Request req;
+      req.method(http::verb::post);
+      req.version(11);
+      req.set(http::field::host, target_.to_string());
+      req.keep_alive(true);
+      for (const auto& [name, value] : options_.headers) req.set(name, value);
+      if (!s.image.empty()) {
+        req.target(model_path_ + "/detect" +
+                   (options_.detect_query.empty() ? "" : "?" + options_.detect_query));
+        req.set(http::field::content_type, "image/jpeg");
+        req.body() = s.image;
+      } else {
+        req.target(model_path_ + "/infer");
+        const bool binary = options_.tensor_format == TensorFormat::kBinary;
+        KS_ASSIGN_OR_RETURN(std::string header, infer_request_json(s, binary));
+        if (binary) {
+          req.set("Inference-Header-Content-Length", std::to_string(header.size()));
+          req.set(http::field::content_type, "application/octet-stream");
+          for (const InputTensor& t : s.inputs) header += t.data;
+        } else {
+          req.set(http::field::content_type, "application/json");
+        }
+        req.body() = std::move(header);
+      }
+      req.prepare_payload();
+      requests->push_back(std::move(req));
+    }
+    requests_ = std::move(requests);
+    return Status();
+  }
+
+  StatusOr<std::unique_ptr<Connection>> connect() override {
+    if (!requests_) return failed_precondition("connect() before prepare()");
+    return std::unique_ptr<Connection>(new HttpConnection(options_, target_, requests_));
+  }
+
+ private:
+  StatusOr<http::response<http::string_body>> get(const std::string& path) {
+    Request req(http::verb::get, path, 11);
+    req.set(http::field::host, target_.to_string());
+    req.keep_alive(false);
+    for (const auto& [name, value] : options_.headers) req.set(name, value);
+    Socket socket(target_, options_.timeout_ms > 0 ? options_.timeout_ms : 30000);
+    http::response<http::string_body> response;
+    KS_RETURN_IF_ERROR(socket.exchange(req, response, nullptr));
+    return response;
+  }
+
+  ClientOptions options_;
+  HostPort target_;
+  std::string model_path_;
+  std::shared_ptr<const std::vector<Request>> requests_;
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Client>> make_http_client(const ClientOptions& options) {
+  if (options.model.empty()) return invalid_argument("no model name (-m)");
+  KS_ASSIGN_OR_RETURN(HostPort target, parse_host_port(options.url, 8000));
+  return std::unique_ptr<Client>(new HttpClient(options, std::move(target)));
+}
+
+}  // namespace kestrel::bench

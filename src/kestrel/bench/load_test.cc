@@ -1,0 +1,152 @@
+// The load generator against an in-process fake client: counting, errors, stability, and
+// open-loop latency that includes the time requests waited behind a stall.
+#include "kestrel/bench/load.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+namespace kestrel::bench {
+namespace {
+
+// Answers after `service` (one request at a time per connection); every `fail_every`-th request
+// fails; one request, the `stall_at`-th, takes `stall` instead.
+struct FakeServer {
+  std::chrono::microseconds service{1000};
+  int fail_every = 0;
+  int stall_at = -1;
+  std::chrono::milliseconds stall{0};
+  std::atomic<int> calls{0};
+};
+
+class FakeConnection : public Connection {
+ public:
+  explicit FakeConnection(FakeServer& server) : server_(server) {}
+  CallResult call(size_t) override {
+    const int n = server_.calls.fetch_add(1);
+    std::this_thread::sleep_for(n == server_.stall_at ? std::chrono::microseconds(server_.stall)
+                                                      : server_.service);
+    CallResult r;
+    if (server_.fail_every > 0 && n % server_.fail_every == server_.fail_every - 1) {
+      r.status = unavailable("overloaded");
+    }
+    return r;
+  }
+
+ private:
+  FakeServer& server_;
+};
+
+class FakeClient : public Client {
+ public:
+  explicit FakeClient(FakeServer& server) : server_(server) {}
+  Status server_ready() override { return Status(); }
+  StatusOr<ModelMetadata> model_metadata() override { return ModelMetadata{}; }
+  StatusOr<ServerStats> model_stats() override {
+    // Every request so far spent 1 ms queued and 2 ms computing.
+    ServerStats s;
+    s.success_count = s.queue_count = s.compute_infer_count = server_.calls;
+    s.queue_ns = 1'000'000LL * server_.calls;
+    s.compute_infer_ns = 2'000'000LL * server_.calls;
+    return s;
+  }
+  Status prepare(std::span<const Sample>) override { return Status(); }
+  StatusOr<std::unique_ptr<Connection>> connect() override {
+    return std::unique_ptr<Connection>(new FakeConnection(server_));
+  }
+
+ private:
+  FakeServer& server_;
+};
+
+TEST(RunPoint, ClosedLoopThroughputFollowsConcurrency) {
+  FakeServer server;
+  server.service = std::chrono::microseconds(2000);
+  FakeClient client(server);
+  LoadOptions o;
+  o.measurement_interval_ms = 200;
+  o.stability_percent = 50;
+  o.max_trials = 5;
+  o.batch_size = 2;
+  StatusOr<PointResult> r = run_point(client, LoadMode::kConcurrency, 4, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->stable);
+  EXPECT_GE(r->windows.size(), 3u);
+  // 4 workers, 2 ms each, 2 inferences per request: at most 4000 inferences/s (sleep overshoot
+  // makes it less).
+  EXPECT_GT(r->summary.throughput, 1500);
+  EXPECT_LT(r->summary.throughput, 4100);
+  EXPECT_GE(r->summary.latency.p50_ns, 2'000'000);
+  EXPECT_EQ(r->summary.errors, 0);
+  ASSERT_TRUE(r->summary.server.has_value());
+  EXPECT_GT(r->summary.server->success_count, 0);
+}
+
+TEST(RunPoint, ErrorsAreCountedWithTheirMessage) {
+  FakeServer server;
+  server.fail_every = 4;
+  FakeClient client(server);
+  LoadOptions o;
+  o.measurement_interval_ms = 100;
+  o.max_trials = 3;
+  StatusOr<PointResult> r = run_point(client, LoadMode::kConcurrency, 2, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const Measurement& m = r->summary;
+  ASSERT_GT(m.errors, 0);
+  EXPECT_EQ(m.error_counts.at("UNAVAILABLE: overloaded"), m.errors);
+  // One in four fails (give or take the window edges).
+  EXPECT_NEAR(static_cast<double>(m.errors) / (m.errors + m.requests), 0.25, 0.05);
+}
+
+TEST(RunPoint, UnstableLoadStopsAtMaxTrials) {
+  FakeServer server;
+  FakeClient client(server);
+  LoadOptions o;
+  o.measurement_interval_ms = 50;
+  o.stability_percent = 0;  // nothing is ever that stable
+  o.max_trials = 4;
+  StatusOr<PointResult> r = run_point(client, LoadMode::kConcurrency, 1, o);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->stable);
+  EXPECT_EQ(r->windows.size(), 4u);
+}
+
+TEST(RunPoint, OpenLoopRateIsKept) {
+  FakeServer server;
+  FakeClient client(server);
+  LoadOptions o;
+  o.measurement_interval_ms = 300;
+  o.stability_percent = 30;
+  o.max_trials = 6;
+  o.distribution = Distribution::kConstant;
+  o.max_threads = 4;
+  StatusOr<PointResult> r = run_point(client, LoadMode::kRequestRate, 200, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_NEAR(r->summary.throughput, 200, 20);
+  EXPECT_LT(r->summary.latency.p50_ns, 20'000'000);
+}
+
+TEST(RunPoint, OpenLoopLatencyIsFreeOfCoordinatedOmission) {
+  // One worker, 100 requests/s, 1 ms service time, and one request stalled for 300 ms. A
+  // closed-loop view would see one slow request; the requests scheduled during the stall waited
+  // too, so about 30 requests (10% of three windows at least) have latencies above 100 ms.
+  FakeServer server;
+  server.stall_at = 30;  // after the 300 ms warm-up, inside the first window
+  server.stall = std::chrono::milliseconds(300);
+  FakeClient client(server);
+  LoadOptions o;
+  o.measurement_interval_ms = 300;
+  o.stability_percent = 100;
+  o.max_trials = 3;
+  o.distribution = Distribution::kConstant;
+  o.max_threads = 1;
+  StatusOr<PointResult> r = run_point(client, LoadMode::kRequestRate, 100, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GE(r->summary.latency.max_ns, 290'000'000);
+  EXPECT_GE(r->summary.latency.p90_ns, 100'000'000);
+  EXPECT_GT(r->summary.delayed, 20);
+}
+
+}  // namespace
+}  // namespace kestrel::bench
