@@ -8,13 +8,16 @@ cd "$(dirname "$0")/.."
 shared=${KESTREL_SHARED:-../shared}
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DKESTREL_ONEDNN=OFF \
   -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
-cmake --build build-gpu --target kestrel gpu_tests
+cmake --build build-gpu --target kestrel gpu_tests fake_kserve_server
 rm -rf .dev/bundle
-"$shared/tools/device-bundle" .dev/bundle build-gpu/src/kestrel build-gpu/tests/gpu_tests >/dev/null
+"$shared/tools/device-bundle" .dev/bundle build-gpu/src/kestrel build-gpu/tests/gpu_tests \
+  build-gpu/tests/fake_kserve_server >/dev/null
 strip .dev/bundle/bin/*
 mkdir -p .dev/bundle/shared/models .dev/bundle/shared/reference
 cp "$shared"/models/yolov5n.onnx "$shared"/models/yolov5s-randw-fp16.onnx .dev/bundle/shared/models/
 cp "$shared"/reference/bus_input_rgb_u8.npy "$shared"/reference/bus_output.npy \
   .dev/bundle/shared/reference/
-cp scripts/gpu-check.sh .dev/bundle/
+mkdir -p .dev/bundle/shared/images
+cp "$shared"/images/*.jpg .dev/bundle/shared/images/
+cp scripts/gpu-check.sh tests/bench/overhead.sh .dev/bundle/
 du -sh .dev/bundle

@@ -44,3 +44,18 @@ for m in yolov5n.onnx yolov5s-randw-fp16.onnx; do
     --top 25 > "$out/profile_${m%.onnx}.txt" 2>&1
   sed -n '/^batch 32:/,$p' "$out/profile_${m%.onnx}.txt" | head -22
 done
+echo "== server on the GPU: kestrel serve + kestrel bench (HTTP /detect with JPEGs, gRPC infer)"
+run kestrel serve --model "$here/shared/models/yolov5s-randw-fp16.onnx" --backend cuda \
+  --engine-cache-dir "$here/tmp/engines" --http-port 18000 --grpc-port 18001 --metrics-port 18002 \
+  > "$out/serve.log" 2>&1 &
+server=$!
+for _ in $(seq 120); do curl -sf localhost:18000/v2/health/ready >/dev/null && break; sleep 0.5; done
+grep -m1 READY "$out/serve.log"
+run kestrel bench -m yolov5s-randw-fp16 -u localhost:18000 --images "$here/shared/images" \
+  --concurrency-range 1:16:x4 -p 2000 -r 4 --no-progress -f "$out/bench_detect.csv" 2>&1 | tail -6
+run kestrel bench -m yolov5s-randw-fp16 -i grpc -u localhost:18001 --concurrency-range 1:32:x4 \
+  -p 2000 -r 4 --no-progress -f "$out/bench_grpc.csv" 2>&1 | tail -6
+curl -s localhost:18002/metrics | grep -E "^nv_inference_(count|exec_count)" | head -4
+kill -TERM $server; wait $server; echo "server exit code $?"
+echo "== the bench's own overhead (gRPC, trivial model)"
+RUN="$here/run" bash "$here/overhead.sh" kestrel fake_kserve_server 2>&1 | tail -12

@@ -292,6 +292,54 @@ std::vector<OpCase> all_cases() {
                      a,
                      {1, 2}});
   }
+  // Channels-last FusedConv (X [N,H,W,C], W [K,kh,kw,C]) through cuDNN, and the direct kernel for
+  // few input channels (pinned with kestrel_kernel, in both layouts, with every epilogue part).
+  const Attributes nhwc_3x3 = attrs({{"pads", ints{1, 1, 1, 1}},
+                                     {"activation", std::string("Silu")},
+                                     {"channels_last", int64_t{1}},
+                                     {"kestrel_kernel", std::string("cudnn")}});
+  cases.push_back({"FusedConv NHWC 3x3 Silu (cuDNN)",
+                   "FusedConv",
+                   {Shape{2, 20, 20, 16}, Shape{32, 3, 3, 16}, Shape{32}},
+                   nhwc_3x3,
+                   {1, 2}});
+  cases.push_back({"FusedConv NHWC 3x3 Silu + residual (cuDNN)",
+                   "FusedConv",
+                   {Shape{2, 20, 20, 16}, Shape{32, 3, 3, 16}, Shape{32}, Shape{2, 20, 20, 32}},
+                   nhwc_3x3,
+                   {1, 2}});
+  for (int64_t channels_last : {0, 1}) {
+    const std::string layout = channels_last ? "NHWC" : "NCHW";
+    auto nchw_or_nhwc = [&](int64_t n, int64_t c, int64_t h, int64_t w) {
+      return channels_last ? Shape{n, h, w, c} : Shape{n, c, h, w};
+    };
+    const Attributes stem = attrs({{"pads", ints{2, 2, 2, 2}},
+                                   {"strides", ints{2, 2}},
+                                   {"activation", std::string("Silu")},
+                                   {"channels_last", channels_last},
+                                   {"kestrel_kernel", std::string("direct")}});
+    cases.push_back({"FusedConv 6x6/2 stem direct " + layout,
+                     "FusedConv",
+                     {nchw_or_nhwc(2, 3, 64, 64), nchw_or_nhwc(16, 3, 6, 6), Shape{16}},
+                     stem,
+                     {1, 2}});
+    cases.push_back({"FusedConv 6x6/2 stem direct + residual " + layout,
+                     "FusedConv",
+                     {nchw_or_nhwc(2, 3, 64, 64), nchw_or_nhwc(32, 3, 6, 6), Shape{32},
+                      nchw_or_nhwc(2, 32, 32, 32)},
+                     stem,
+                     {1, 2}});
+    const Attributes small = attrs({{"pads", ints{1, 0, 1, 0}},
+                                    {"activation", std::string("LeakyRelu")},
+                                    {"activation_alpha", 0.1f},
+                                    {"channels_last", channels_last},
+                                    {"kestrel_kernel", std::string("direct")}});
+    cases.push_back({"FusedConv 3x2 1->48 direct no bias " + layout,
+                     "FusedConv",
+                     {nchw_or_nhwc(1, 1, 19, 23), nchw_or_nhwc(48, 1, 3, 2)},
+                     small,
+                     {1}});
+  }
   return cases;
 }
 

@@ -729,9 +729,13 @@ std::vector<OpSchema> nn_op_schemas() {
     return all;
   };
   std::vector<OpSchema> s;
-  s.push_back(schema("Conv", 2, 3, conv_rule, with({{"group", A::kInt}}), conv_flops));
+  // kestrel_kernel (Kestrel's, both operators): "direct" or "cudnn" pins the GPU kernel instead
+  // of measuring the candidates (runtime/cuda/conv.cc); for tests and per-layer overrides.
+  s.push_back(schema("Conv", 2, 3, conv_rule,
+                     with({{"group", A::kInt}, {"kestrel_kernel", A::kString}}), conv_flops));
   s.push_back(schema("FusedConv", 2, 4, fused_conv_rule,
                      with({{"group", A::kInt},
+                           {"kestrel_kernel", A::kString},
                            {"activation", A::kString},
                            {"activation_alpha", A::kFloat},
                            {"activation_beta", A::kFloat},

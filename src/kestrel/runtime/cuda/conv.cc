@@ -1,13 +1,14 @@
 // Conv and FusedConv on the GPU: cuDNN computes the convolution, conv_epilogue.cu applies bias,
-// activation and residual in one pass.
+// activation and residual in one pass. For few input channels (the stem), our direct kernel
+// (conv_direct.cu, epilogue fused) is a candidate too.
 //
-// The fastest cuDNN algorithm is measured (cudnnFindConvolutionForwardAlgorithmEx) the first time a
-// kernel sees an input shape, and remembered for that shape; with a tuning cache (runtime/tuning.h)
-// the choice is looked up first and recorded after measuring, so engine files and rebuilds skip
-// the measurement. Constant weights and bias are copied
-// to the device once, when the kernel is created, and shared by every run. float32 runs in full
-// FP32 (TF32 only when the node asks for it with the `kestrel_tf32` attribute); float16 accumulates
-// in FP32 on the tensor cores.
+// The candidates are measured the first time a kernel sees an input shape: every cuDNN algorithm
+// (cudnnFindConvolutionForwardAlgorithmEx), then the direct kernel, which must beat the best of
+// them; the winner is remembered for that shape. With a tuning cache (runtime/tuning.h) the
+// choice is looked up first and recorded after measuring, so engine files and rebuilds skip the
+// measurement. Constant weights and bias are copied to the device once, when the kernel is
+// created, and shared by every run. float32 runs in full FP32 (TF32 only when the node asks for it
+// with the `kestrel_tf32` attribute); float16 accumulates in FP32.
 #include <cudnn.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -58,6 +59,9 @@ struct ConvPlan {
   cudnnConvolutionDescriptor_t conv = nullptr;
   cudnnConvolutionFwdAlgo_t algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
   size_t workspace = 0;
+  // Our own kernel for few input channels (launch_direct_conv), when it measured faster.
+  bool direct = false;
+  DirectConvShape direct_shape{};
 
   ~ConvPlan() {
     if (x) cudnnDestroyTensorDescriptor(x);
@@ -83,6 +87,12 @@ class CudnnConv final : public Kernel {
     k->tf32_ = def.attrs.get_int("kestrel_tf32", 0) != 0;
     k->channels_last_ = def.attrs.get_int("channels_last", 0) != 0;
     k->tuning_ = def.tuning;
+    k->pinned_kernel_ = def.attrs.get_string("kestrel_kernel", "");
+    if (!k->pinned_kernel_.empty() && k->pinned_kernel_ != "direct" &&
+        k->pinned_kernel_ != "cudnn") {
+      return invalid_argument("{}: kestrel_kernel must be direct or cudnn, not '{}'",
+                              def.describe(), k->pinned_kernel_);
+    }
     const std::string auto_pad = def.attrs.get_string("auto_pad", "NOTSET");
     if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
       k->same_padding_ = true;
@@ -119,7 +129,14 @@ class CudnnConv final : public Kernel {
     cudaStream_t stream = stream_of(ctx);
     KS_ASSIGN_OR_RETURN(cudnnHandle_t handle, thread_cudnn_handle());
     KS_CUDNN_RETURN_IF_ERROR(cudnnSetStream(handle, stream));
-    KS_ASSIGN_OR_RETURN(const ConvPlan* plan, plan_for(handle, x, w, y, stream));
+    KS_ASSIGN_OR_RETURN(const ConvPlan* plan, plan_for(handle, x, w, bias, residual, y, stream));
+    if (plan->direct) {
+      return check_launch(
+          "direct convolution",
+          launch_direct_conv(type_, x.raw_data(), w.raw_data(), bias ? bias->raw_data() : nullptr,
+                             residual ? residual->raw_data() : nullptr, y.raw_data(),
+                             plan->direct_shape, activation_, alpha_, beta_, stream));
+    }
 
     void* workspace = nullptr;
     if (plan->workspace > 0) {
@@ -149,7 +166,8 @@ class CudnnConv final : public Kernel {
 
   // The plan for x's shape: built (and the fastest algorithm measured) on first use.
   StatusOr<const ConvPlan*> plan_for(cudnnHandle_t handle, const Tensor& x, const Tensor& w,
-                                     Tensor& y, cudaStream_t stream) {
+                                     const Tensor* bias, const Tensor* residual, Tensor& y,
+                                     cudaStream_t stream) {
     std::lock_guard<std::mutex> lock(mutex_);
     std::vector<int64_t> key = x.shape().vec();
     key.insert(key.end(), w.shape().begin(), w.shape().end());
@@ -213,7 +231,43 @@ class CudnnConv final : public Kernel {
                     fmt::join(wd, ","), fmt::join(yd, ","), pad_h, pad_w, param(strides_, 0, 1),
                     param(strides_, 1, 1), param(dilations_, 0, 1), param(dilations_, 1, 1), group_,
                     static_cast<int>(math));
+    // The direct kernel is a candidate for 2-D, ungrouped, undilated convolutions with constant
+    // weights and at most 4 input channels.
+    plan->direct_shape = {xd[0],
+                          xd[1],
+                          xd[2],
+                          xd[3],
+                          wd[0],
+                          wd[2],
+                          wd[3],
+                          param(strides_, 0, 1),
+                          param(strides_, 1, 1),
+                          pad_h,
+                          pad_w,
+                          yd[2],
+                          yd[3],
+                          channels_last_};
+    const bool direct_candidate = !one_d && group_ == 1 && param(dilations_, 0, 1) == 1 &&
+                                  param(dilations_, 1, 1) == 1 && weights_.defined() &&
+                                  direct_conv_supported(plan->direct_shape) &&
+                                  pinned_kernel_ != "cudnn";
+    if (pinned_kernel_ == "direct") {
+      if (!direct_candidate) {
+        return unimplemented("kestrel_kernel=direct: the direct kernel cannot run {}", signature);
+      }
+      plan->direct = true;
+      const ConvPlan* result = plan.get();
+      plans_[key] = std::move(plan);
+      return result;
+    }
     if (tuning_ != nullptr) {
+      if (std::optional<std::string> choice = tuning_->find(signature);
+          choice && *choice == "direct" && direct_candidate) {
+        plan->direct = true;
+        const ConvPlan* result = plan.get();
+        plans_[key] = std::move(plan);
+        return result;
+      }
       if (std::optional<std::string> choice = tuning_->find(signature)) {
         int algo = -1, math_type = -1;
         if (std::sscanf(choice->c_str(), "algo %d math %d", &algo, &math_type) == 2 && algo >= 0 &&
@@ -251,6 +305,7 @@ class CudnnConv final : public Kernel {
     if (workspace) KS_CUDA_RETURN_IF_ERROR(cudaFreeAsync(workspace, stream));
     KS_CUDNN_RETURN_IF_ERROR(found);
     bool chosen = false;
+    float cudnn_ms = 0;
     for (int i = 0; i < returned && !chosen; ++i) {
       if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
       // FP32 must stay FP32: skip algorithms that would use tensor-op math when it is not asked
@@ -258,13 +313,23 @@ class CudnnConv final : public Kernel {
       if (dtype_ == DType::kFloat32 && !tf32_ && perf[i].mathType == CUDNN_TENSOR_OP_MATH) continue;
       plan->algo = perf[i].algo;
       plan->workspace = perf[i].memory;
+      cudnn_ms = perf[i].time;
       // The algorithm was measured with this math type; it must run with it too (cuDNN answers
       // BAD_PARAM otherwise, seen with float16 at batch 32).
       KS_CUDNN_RETURN_IF_ERROR(cudnnSetConvolutionMathType(plan->conv, perf[i].mathType));
       chosen = true;
     }
     if (!chosen) return internal_error("cuDNN found no usable convolution algorithm");
-    if (tuning_ != nullptr) {
+    if (direct_candidate) {
+      // Timed like cuDNN's candidates, on this shape; it must beat cuDNN's convolution alone
+      // (which still needs its epilogue pass on top).
+      KS_ASSIGN_OR_RETURN(const float direct_ms,
+                          time_direct(x, w, bias, residual, y, plan->direct_shape, stream));
+      plan->direct = direct_ms < cudnn_ms;
+    }
+    if (tuning_ != nullptr && plan->direct) {
+      tuning_->insert(signature, "direct");
+    } else if (tuning_ != nullptr) {
       cudnnMathType_t chosen_math = math;
       KS_CUDNN_RETURN_IF_ERROR(cudnnGetConvolutionMathType(plan->conv, &chosen_math));
       tuning_->insert(signature, fmt::format("algo {} math {}", static_cast<int>(plan->algo),
@@ -273,6 +338,33 @@ class CudnnConv final : public Kernel {
     const ConvPlan* result = plan.get();
     plans_[key] = std::move(plan);
     return result;
+  }
+
+  // Mean milliseconds of the direct kernel over a few launches (after one untimed).
+  StatusOr<float> time_direct(const Tensor& x, const Tensor& w, const Tensor* bias,
+                              const Tensor* residual, Tensor& y, const DirectConvShape& shape,
+                              cudaStream_t stream) {
+    auto launch = [&] {
+      return launch_direct_conv(type_, x.raw_data(), w.raw_data(),
+                                bias ? bias->raw_data() : nullptr,
+                                residual ? residual->raw_data() : nullptr, y.raw_data(), shape,
+                                activation_, alpha_, beta_, stream);
+    };
+    KS_RETURN_IF_ERROR(check_launch("direct convolution", launch()));
+    cudaEvent_t start = nullptr, stop = nullptr;
+    KS_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
+    std::unique_ptr<CUevent_st, decltype(&cudaEventDestroy)> start_guard(start, &cudaEventDestroy);
+    KS_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
+    std::unique_ptr<CUevent_st, decltype(&cudaEventDestroy)> stop_guard(stop, &cudaEventDestroy);
+    constexpr int kRuns = 3;
+    KS_CUDA_RETURN_IF_ERROR(cudaEventRecord(start, stream));
+    for (int i = 0; i < kRuns; ++i)
+      KS_RETURN_IF_ERROR(check_launch("direct convolution", launch()));
+    KS_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop, stream));
+    KS_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
+    float ms = 0;
+    KS_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, start, stop));
+    return ms / kRuns;
   }
 
   DType dtype_ = DType::kFloat32;
@@ -286,6 +378,7 @@ class CudnnConv final : public Kernel {
   float alpha_ = 0, beta_ = 0;
   Tensor weights_, bias_;
   TuningCache* tuning_ = nullptr;
+  std::string pinned_kernel_;  // kestrel_kernel: "direct", "cudnn", or "" (measure)
   std::mutex mutex_;
   std::map<std::vector<int64_t>, std::unique_ptr<ConvPlan>> plans_;
 };

@@ -7,28 +7,6 @@
 namespace kestrel::runtime::cuda {
 namespace {
 
-__device__ __forceinline__ float activate(Activation a, float x, float alpha, float beta) {
-  switch (a) {
-    case Activation::kNone:
-      return x;
-    case Activation::kRelu:
-      return x < 0.f ? 0.f : x;
-    case Activation::kLeakyRelu:
-      return x < 0.f ? alpha * x : x;
-    case Activation::kSigmoid:
-      return 1.f / (1.f + expf(-x));
-    case Activation::kHardSigmoid:
-      return fmaxf(0.f, fminf(1.f, alpha * x + beta));
-    case Activation::kHardSwish:
-      return x * fmaxf(0.f, fminf(1.f, x / 6.f + 0.5f));
-    case Activation::kClip:
-      return alpha > beta ? beta : (x < alpha ? alpha : (x > beta ? beta : x));
-    case Activation::kSilu:
-      return x / (1.f + expf(-x));
-  }
-  return x;
-}
-
 template <typename T>
 __global__ void epilogue(T* __restrict__ y, const T* __restrict__ bias,
                          const T* __restrict__ residual, int64_t count, int64_t channels,

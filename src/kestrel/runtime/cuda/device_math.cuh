@@ -35,6 +35,29 @@ __device__ __forceinline__ int64_t strided_offset(const StridedShape& s, int k, 
   return offset;
 }
 
+// A convolution's fused activation, in float.
+__device__ __forceinline__ float activate(Activation a, float x, float alpha, float beta) {
+  switch (a) {
+    case Activation::kNone:
+      return x;
+    case Activation::kRelu:
+      return x < 0.f ? 0.f : x;
+    case Activation::kLeakyRelu:
+      return x < 0.f ? alpha * x : x;
+    case Activation::kSigmoid:
+      return 1.f / (1.f + expf(-x));
+    case Activation::kHardSigmoid:
+      return fmaxf(0.f, fminf(1.f, alpha * x + beta));
+    case Activation::kHardSwish:
+      return x * fmaxf(0.f, fminf(1.f, x / 6.f + 0.5f));
+    case Activation::kClip:
+      return alpha > beta ? beta : (x < alpha ? alpha : (x > beta ? beta : x));
+    case Activation::kSilu:
+      return x / (1.f + expf(-x));
+  }
+  return x;
+}
+
 // The first index and stride of a grid-stride loop.
 __device__ __forceinline__ int64_t grid_start() {
   return blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;

@@ -108,4 +108,18 @@ cudaError_t launch_conv_epilogue(FloatType t, void* y, const void* bias, const v
                                  Activation activation, float alpha, float beta,
                                  cudaStream_t stream);
 
+// A direct convolution for layers with few input channels (the 6x6 stride-2 stem of YOLOv5 has 3),
+// where cuDNN's tensor-core kernels have nothing to multiply: each thread computes every output
+// channel of one output pixel from weights staged in shared memory, with the epilogue (bias,
+// activation, residual) fused. Layout NCHW, or NHWC with `channels_last` (weights then
+// [K, kh, kw, C]). REQUIRES: direct_conv_supported(...).
+struct DirectConvShape {
+  int n, c, h, w, k, kh, kw, sh, sw, ph, pw, oh, ow;
+  bool channels_last;
+};
+bool direct_conv_supported(const DirectConvShape& s);
+cudaError_t launch_direct_conv(FloatType t, const void* x, const void* weights, const void* bias,
+                               const void* residual, void* y, const DirectConvShape& s,
+                               Activation activation, float alpha, float beta, cudaStream_t stream);
+
 }  // namespace kestrel::runtime::cuda
