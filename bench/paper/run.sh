@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The paper's experiment on one GPU machine: throughput and latency against concurrency for the
+# deployment settings it compared (an ONNX baseline, TensorRT FP32, TensorRT FP16, TensorRT FP16
+# with Triton's dynamic batching), here as Kestrel serves them:
+#
+#   cpu-fp32        Kestrel's CPU backend (in place of the paper's onnxruntime baseline), yolov5n
+#   gpu-fp32        CUDA engine, float32, each request executed alone (no dynamic batching)
+#   gpu-fp16        CUDA engine, float16, each request executed alone
+#   gpu-fp16-db     CUDA engine, float16, dynamic batching (max batch 32, queue delay 2 ms)
+#
+# for yolov5n (real weights) and yolov5s (random weights; the model file holds float16 weights, so
+# it has no FP32 setting). Each setting gets its own model repository and server; `kestrel bench`
+# sweeps the concurrency over gRPC with raw tensors, and over HTTP /detect with JPEGs for
+# gpu-fp16-db. Every run writes CSV and JSON; one HTML report overlays them.
+#
+#   bench/paper/run.sh KESTREL MODELS_DIR IMAGES_DIR OUT_DIR [quick]
+#   (scripts/gpu-check.sh runs it from the GPU bundle: RUN is the bundle's runner)
+set -uo pipefail
+kestrel=$1 models=$2 images=$3 out=$4 quick=${5:-}
+run=${RUN:-}
+mkdir -p "$out"
+levels=1:128:x2
+window=1500
+[ "$quick" = quick ] && levels=1:16:x4 window=1000
+
+serve_setting() {  # name model precision batching backend
+  local name=$1 model=$2 precision=$3 batching=$4 backend=$5
+  local repo="$out/repo-$name" stem
+  stem=$(basename "$model" .onnx)
+  rm -rf "$repo"; mkdir -p "$repo/$stem/1"
+  cp "$model" "$repo/$stem/1/model.onnx"
+  {
+    echo "max_batch_size: 32"
+    echo "parameters { key: \"precision\" value { string_value: \"$precision\" } }"
+    [ "$batching" = yes ] && echo "dynamic_batching { max_queue_delay_microseconds: 2000 }"
+    echo "instance_group [ { count: 2 } ]"
+  } > "$repo/$stem/config.pbtxt"
+  $run "$kestrel" serve --model-repository "$repo" --backend "$backend" --http-port 18100 \
+    --grpc-port 18101 --metrics-port 18102 --engine-cache-dir "$out/engines" \
+    > "$out/serve-$name.log" 2>&1 &
+  server=$!
+  for _ in $(seq 240); do
+    grep -q "kestrel serve READY" "$out/serve-$name.log" && return 0
+    kill -0 $server 2>/dev/null || break
+    sleep 0.5
+  done
+  echo "server for $name did not become ready:"; tail -5 "$out/serve-$name.log"
+  return 1
+}
+
+bench_setting() {  # name model-stem protocol levels [extra...]
+  local name=$1 stem=$2 protocol=$3 range=$4; shift 4
+  local url=localhost:18101
+  [ "$protocol" = http ] && url=localhost:18100
+  $run "$kestrel" bench -m "$stem" -i "$protocol" -u "$url" --concurrency-range "$range" \
+    -p "$window" -r 4 -s 15 --no-progress --label "$name" -f "$out/$name.csv" \
+    --json "$out/$name.json" "$@" 2>&1 | tail -n +2
+}
+
+for model in "$models/yolov5n.onnx" "$models/yolov5s-randw-fp16.onnx"; do
+  stem=$(basename "$model" .onnx)
+  short=${stem%%-*}
+  settings="gpu-fp16 gpu-fp16-db"
+  [ "$short" = yolov5n ] && settings="cpu-fp32 gpu-fp32 $settings"
+  for setting in $settings; do
+    name="$short-$setting"
+    case $setting in
+      cpu-fp32) serve_setting "$name" "$model" fp32 no cpu || continue ;;
+      gpu-fp32) serve_setting "$name" "$model" fp32 no cuda || continue ;;
+      gpu-fp16) serve_setting "$name" "$model" fp16 no cuda || continue ;;
+      gpu-fp16-db) serve_setting "$name" "$model" fp16 yes cuda || continue ;;
+    esac
+    echo "== $name ($(grep -m1 -o 'READY in [0-9.]* s ([^)]*)' "$out/serve-$name.log"))"
+    range=$levels
+    [ "$setting" = cpu-fp32 ] && range=1:4:x2
+    bench_setting "$name-grpc" "$stem" grpc "$range"
+    if [ "$setting" = gpu-fp16-db ]; then
+      bench_setting "$name-http-detect" "$stem" http "$range" --images "$images"
+    fi
+    kill -TERM $server; wait $server
+  done
+done
+$run "$kestrel" bench report "$out/paper.html" "$out"/*.json && echo "report: $out/paper.html"
