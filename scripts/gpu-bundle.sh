@@ -3,6 +3,8 @@
 # (git-ignored; name it in the device tool's `carry`). Release build without oneDNN (the GPU
 # machine needs no fast CPU path, and oneDNN alone is 40 MB of the 64 MB a call may carry).
 #   scripts/gpu-bundle.sh           then on the GPU machine:  .dev/bundle/gpu-check.sh
+#   scripts/gpu-bundle.sh detect    then:  .dev/bundle/gpu-detect-check.sh (coco-val instead of
+#                                   the float64 reference output, to stay within what a call carries)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shared=${KESTREL_SHARED:-../shared}
@@ -15,9 +17,14 @@ rm -rf .dev/bundle
 strip .dev/bundle/bin/*
 mkdir -p .dev/bundle/shared/models .dev/bundle/shared/reference
 cp "$shared"/models/yolov5n.onnx "$shared"/models/yolov5s-randw-fp16.onnx .dev/bundle/shared/models/
-cp "$shared"/reference/bus_input_rgb_u8.npy "$shared"/reference/bus_output.npy \
-  .dev/bundle/shared/reference/
+cp "$shared"/reference/bus_input_rgb_u8.npy .dev/bundle/shared/reference/
+if [ "${1:-}" = detect ]; then
+  cp "$shared"/reference/zidane_input_rgb_u8.npy .dev/bundle/shared/reference/ 2>/dev/null || true
+  cp -r "$shared"/coco-val .dev/bundle/shared/
+else
+  cp "$shared"/reference/bus_output.npy .dev/bundle/shared/reference/
+fi
 mkdir -p .dev/bundle/shared/images
 cp "$shared"/images/*.jpg .dev/bundle/shared/images/
-cp scripts/gpu-check.sh tests/bench/overhead.sh .dev/bundle/
+cp scripts/gpu-check.sh scripts/gpu-detect-check.sh tests/bench/overhead.sh .dev/bundle/
 du -sh .dev/bundle

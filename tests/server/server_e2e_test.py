@@ -357,6 +357,34 @@ def test_http(srv, have_yolo, images):
           "unload refused in control mode none")
 
 
+def test_engine_nms(srv, images):
+    """yolov5n_nms: the same model built with NMS in the engine (parameter nms: true)."""
+    p = srv.http
+    status, meta = get_json(p, "/v2/models/yolov5n_nms")
+    outs = [(o["name"], o["datatype"], o["shape"]) for o in meta["outputs"]] if status == 200 else []
+    check(outs == [("boxes", "FP32", [-1, 300, 4]), ("scores", "FP32", [-1, 300]),
+                   ("classes", "INT32", [-1, 300]), ("num_dets", "INT32", [-1])],
+          f"a model built with NMS outputs boxes, scores, classes, num_dets: {outs}")
+    for name in ("bus", "zidane"):
+        jpeg = open(images[name], "rb").read()
+        results = []
+        for model in ("yolov5n", "yolov5n_nms"):
+            st, _, d = request(p, "POST", f"/v2/models/{model}/detect", jpeg)
+            results.append(json.loads(d)["results"][0]["detections"] if st == 200 else None)
+        check(results[0] is not None and results[0] == results[1] and len(results[0]) >= 3,
+              f"detect {name}.jpg: NMS in the engine gives exactly host NMS's "
+              f"{len(results[0] or [])} detections")
+    st, _, d = request(p, "POST", "/v2/models/yolov5n_nms/detect?iou_threshold=0.6",
+                       open(images["bus"], "rb").read())
+    check(st == 400 and b"iou_threshold" in d,
+          f"a request cannot change the IoU threshold an engine's NMS was built with ({st})")
+    st, _, d = request(p, "POST", "/v2/models/yolov5n_nms/detect?score_threshold=0.5",
+                       open(images["bus"], "rb").read())
+    dets = json.loads(d)["results"][0]["detections"] if st == 200 else []
+    check(st == 200 and dets and all(x["score"] > 0.5 for x in dets),
+          f"a request may raise the score threshold ({len(dets)} detections over 0.5)")
+
+
 def test_metrics(srv):
     print("metrics")
     status, hdrs, data = request(srv.metrics, "GET", "/metrics")
@@ -545,6 +573,11 @@ def main():
         os.symlink(os.path.abspath(yolo), f"{repo}/yolov5n/1/model.onnx")
         with open(f"{repo}/yolov5n/config.pbtxt", "w") as f:
             f.write('max_batch_size: 4\ndynamic_batching { max_queue_delay_microseconds: 1000 }\n')
+        os.makedirs(f"{repo}/yolov5n_nms/1")
+        os.symlink(os.path.abspath(yolo), f"{repo}/yolov5n_nms/1/model.onnx")
+        with open(f"{repo}/yolov5n_nms/config.pbtxt", "w") as f:
+            f.write('max_batch_size: 4\ndynamic_batching { }\n'
+                    'parameters { key: "nms" value { string_value: "true" } }\n')
 
     srv = Server(args.kestrel, ["--model-repository", repo, "--http-port", "0", "--grpc-port", "0",
                                 "--metrics-port", "0", "--backend", "cpu", "--max-body-mb", "4",
@@ -559,6 +592,8 @@ def main():
               f"metrics {srv.metrics})")
         test_http(srv, have_yolo, images)
         test_grpc(srv, args.source)
+        if have_yolo:
+            test_engine_nms(srv, images)
         test_metrics(srv)
         if have_yolo:
             jpeg = open(images["bus"], "rb").read()

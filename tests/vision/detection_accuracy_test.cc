@@ -191,7 +191,7 @@ class DetectionAccuracyTest : public ::testing::Test {
       if (!input.ok()) return void(error_ = input.status().to_string());
       run->decode_s += seconds_since(t);
       t = Clock::now();
-      StatusOr<Tensor> output = (*detector)->infer(*input);
+      StatusOr<std::vector<Tensor>> output = (*detector)->infer(*input);
       if (!output.ok()) return void(error_ = output.status().to_string());
       run->infer_s += seconds_since(t);
       t = Clock::now();

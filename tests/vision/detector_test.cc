@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "kestrel/engine/builder.h"
 #include "kestrel/engine/engine.h"
 #include "kestrel/onnx/importer.h"
 #include "kestrel/vision/image.h"
@@ -73,8 +74,9 @@ TEST(DetectorTest, RunsTheWholePathOnATinyModel) {
   const Tensor input = (*detector)->preprocess(images, &params).value();
   ASSERT_EQ(params.size(), 2u);
   EXPECT_EQ(params[1].resized_height, 3);  // 4 * 8/12 = 2.67
-  const Tensor output = (*detector)->infer(input).value();
-  EXPECT_EQ(output.shape(), (Shape{2, 32, 6}));
+  const std::vector<Tensor> output = (*detector)->infer(input).value();
+  ASSERT_EQ(output.size(), 1u);
+  EXPECT_EQ(output[0].shape(), (Shape{2, 32, 6}));
   const auto steps = (*detector)->postprocess(output, params, o).value();
   for (size_t i = 0; i < 2; ++i) {
     ASSERT_EQ(steps[i].size(), (*dets)[i].size());
@@ -121,6 +123,58 @@ TEST(DetectorTest, YoloV5nOnBus) {
   ASSERT_EQ(dets[0].size(), 4u);  // three people and the bus
   EXPECT_EQ(dets[0][3].class_id, 5);
   EXPECT_NEAR(dets[0][0].score, 0.823, 0.005);
+}
+
+// An engine built with NMS (YoloNms appended) gives exactly what host-side NMS gives on the raw
+// output, for detect.py's and val.py's settings.
+TEST(DetectorTest, EngineNmsEqualsHostNmsOnYoloV5n) {
+  REQUIRE_SHARED();
+  register_detection_kernels();
+  const std::string model = (testing::shared_dir() / "models/yolov5n.onnx").string();
+  const Tensor images[] = {
+      read_image((testing::shared_dir() / "images/bus.jpg").string()).value(),
+      read_image((testing::shared_dir() / "images/zidane.jpg").string()).value()};
+  DetectionOptions detect;
+  DetectionOptions map;
+  map.score_threshold = 0.001f;
+  map.iou_threshold = 0.65f;
+  map.multi_label = true;
+  engine::BuildOptions raw_build;
+  raw_build.engine.backend = "cpu";
+  raw_build.max_batch = 2;
+  auto raw_engine = engine::build_engine(onnx::import_model_file(model).value(), raw_build).value();
+  auto raw = Detector::create(*raw_engine).value();
+  EXPECT_FALSE(raw->has_nms());
+  std::vector<LetterboxParams> params;
+  const Tensor input = raw->preprocess(images, &params).value();
+  const std::vector<Tensor> raw_out = raw->infer(input).value();
+  for (const DetectionOptions& o : {detect, map}) {
+    engine::BuildOptions b = raw_build;
+    b.nms = yolo_nms_attributes(o);
+    auto nms_engine = engine::build_engine(onnx::import_model_file(model).value(), b).value();
+    auto with_nms = Detector::create(*nms_engine).value();
+    ASSERT_TRUE(with_nms->has_nms());
+    EXPECT_EQ(with_nms->output_names(),
+              (std::vector<std::string>{"boxes", "scores", "classes", "num_dets"}));
+    EXPECT_EQ(nms_engine->outputs()[0].type.to_string(), "float32[batch,300,4]");
+    const auto expected = raw->postprocess(raw_out, params, o).value();
+    const auto got = with_nms->postprocess(with_nms->infer(input).value(), params, o).value();
+    ASSERT_EQ(got.size(), 2u);
+    for (size_t i = 0; i < 2; ++i) {
+      ASSERT_EQ(got[i].size(), expected[i].size()) << "image " << i;
+      EXPECT_GE(got[i].size(), 3u);
+      for (size_t k = 0; k < got[i].size(); ++k) {
+        EXPECT_EQ(std::memcmp(&got[i][k], &expected[i][k], sizeof(Detection)), 0)
+            << "image " << i << " detection " << k;
+      }
+    }
+    // A stricter threshold at postprocess keeps the engine's detections above it.
+    DetectionOptions stricter = o;
+    stricter.score_threshold = 0.5f;
+    const auto fewer = with_nms->postprocess(with_nms->infer(input).value(), params, stricter);
+    ASSERT_TRUE(fewer.ok()) << fewer.status();
+    for (const Detection& d : (*fewer)[0]) EXPECT_GT(d.score, 0.5f);
+  }
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "kestrel/engine/builder.h"
 #include "kestrel/engine/engine_file.h"
 #include "kestrel/onnx/importer.h"
+#include "kestrel/vision/nms.h"
 
 namespace kestrel::cli {
 namespace {
@@ -30,6 +31,11 @@ struct BuildCommandOptions {
   std::string timing_cache;
   std::vector<std::string> precision_overrides;  // layer=fp32
   bool dump_graph = false;
+  // --nms: final detections out of the engine (YoloNms appended, see optimize/append_nms.h).
+  bool nms = false;
+  vision::DetectionOptions detection;
+  bool multi_label = false, agnostic = false;
+  std::string yolo_layout = "auto";
 };
 
 double seconds_since(Clock::time_point start) {
@@ -76,8 +82,21 @@ Status build(const BuildCommandOptions& o) {
     }
     build.keep_float32.insert(override_spec.substr(0, eq));
   }
-  fmt::print(stderr, "[2/4] optimizing and creating kernels ({}, layout {}, batch 1..{})\n",
-             build.precision, build.layout, build.max_batch);
+  if (o.nms) {
+    vision::DetectionOptions d = o.detection;
+    d.multi_label = o.multi_label;
+    d.class_agnostic = o.agnostic;
+    if (o.yolo_layout == "v5") {
+      d.layout = vision::YoloLayout::kV5;
+    } else if (o.yolo_layout == "v8") {
+      d.layout = vision::YoloLayout::kV8;
+    } else if (o.yolo_layout != "auto") {
+      return invalid_argument("--yolo-layout must be auto, v5 or v8, not '{}'", o.yolo_layout);
+    }
+    build.nms = vision::yolo_nms_attributes(d);
+  }
+  fmt::print(stderr, "[2/4] optimizing and creating kernels ({}, layout {}, batch 1..{}{})\n",
+             build.precision, build.layout, build.max_batch, o.nms ? ", with NMS" : "");
   engine::BuildReport report;
   KS_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> e,
                       engine::build_engine(std::move(graph), build, &report));
@@ -162,6 +181,30 @@ void add_build_command(CLI::App& app) {
   cmd->add_option("--precision-override", o->precision_overrides,
                   "LAYER=fp32: keep a layer (node name) in float32 under --fp16");
   cmd->add_flag("--dump-graph", o->dump_graph, "Print the optimized graph");
+  CLI::Option* nms = cmd->add_flag(
+      "--nms", o->nms,
+      "Append YOLO decoding + batched NMS: the engine outputs boxes [N, max_det, 4], scores, "
+      "classes and num_dets");
+  cmd->add_option("--conf", o->detection.score_threshold, "NMS: score threshold")
+      ->capture_default_str()
+      ->needs(nms);
+  cmd->add_option("--iou", o->detection.iou_threshold, "NMS: IoU threshold")
+      ->capture_default_str()
+      ->needs(nms);
+  cmd->add_option("--max-det", o->detection.max_detections, "NMS: detections per image at most")
+      ->capture_default_str()
+      ->needs(nms);
+  cmd->add_option("--top-k", o->detection.top_k, "NMS: candidates per image entering NMS")
+      ->capture_default_str()
+      ->needs(nms);
+  cmd->add_flag("--agnostic", o->agnostic, "NMS: class-agnostic")->needs(nms);
+  cmd->add_flag("--multi-label", o->multi_label, "NMS: every class over the threshold per box")
+      ->needs(nms);
+  cmd->add_option("--yolo-layout", o->yolo_layout,
+                  "NMS: output layout auto, v5 ([N, anchors, 5+classes]) or v8 ([N, 4+classes, "
+                  "anchors])")
+      ->capture_default_str()
+      ->needs(nms);
   cmd->callback([o] {
     if (o->max_batch < 1) exit_on_error(invalid_argument("--max-batch must be at least 1"));
     exit_on_error(build(*o));

@@ -1,15 +1,21 @@
-// `kestrel detect MODEL IMAGES...`: detections of every image as a COCO-style JSON array.
+// `kestrel detect MODEL IMAGES...`: detections of every image as a COCO-style JSON array, and with
+// --draw DIR the images with their detections drawn, as DIR/<stem>.jpg.
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <cctype>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <set>
 
 #include "kestrel/cli/commands.h"
 #include "kestrel/cli/detection_runner.h"
 #include "kestrel/vision/coco_eval.h"
+#include "kestrel/vision/draw.h"
 
 namespace kestrel::cli {
 namespace {
@@ -17,7 +23,8 @@ namespace {
 struct DetectOptions {
   DetectorSetup setup;
   std::vector<std::string> images;
-  std::string out;  // empty: standard output
+  std::string out;   // empty: standard output
+  std::string draw;  // empty: no pictures
   float conf = 0.25f;
   float iou = 0.45f;
   int64_t max_det = 300;
@@ -49,15 +56,41 @@ std::string image_id(const std::string& path) {
   return numeric ? std::to_string(std::stoll(stem)) : json_string(stem);
 }
 
+// Creates `dir` when missing and checks that files can be created in it, so that a bad --draw
+// fails before any image is processed.
+Status prepare_draw_dir(const std::string& dir) {
+  std::error_code ec;
+  if (std::filesystem::exists(dir, ec) && !std::filesystem::is_directory(dir, ec)) {
+    return invalid_argument("--draw '{}' exists and is not a folder", dir);
+  }
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return permission_denied("cannot create the folder '{}': {}", dir, ec.message());
+  if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    return permission_denied("cannot write into '{}': {}", dir, std::strerror(errno));
+  }
+  return Status();
+}
+
+// Draws `r`'s detections onto its image and writes it as dir/<stem>.jpg. The runner is done with
+// the decoded pixels once it has handed them over, so they are drawn on in place, not copied.
+Status draw_result(const ImageResult& r, const std::vector<std::string>& names,
+                   const std::string& dir) {
+  Tensor image = r.image;
+  KS_RETURN_IF_ERROR(vision::draw_detections(image, r.detections, names));
+  const std::filesystem::path stem = std::filesystem::path(r.path).stem();
+  return vision::write_jpeg((std::filesystem::path(dir) / stem).string() + ".jpg", image);
+}
+
 Status detect(const DetectOptions& o) {
   KS_ASSIGN_OR_RETURN(std::vector<std::string> files, collect_images(o.images));
-  KS_ASSIGN_OR_RETURN(LoadedDetector loaded, load_detector(o.setup));
-  const std::vector<std::string>& names = loaded.detector->class_names();
+  if (!o.draw.empty()) KS_RETURN_IF_ERROR(prepare_draw_dir(o.draw));
   vision::DetectionOptions options;
   options.score_threshold = o.conf;
   options.iou_threshold = o.iou;
   options.max_detections = o.max_det;
   options.class_agnostic = o.agnostic;
+  KS_ASSIGN_OR_RETURN(LoadedDetector loaded, load_detector(o.setup, options));
+  const std::vector<std::string>& names = loaded.detector->class_names();
 
   std::ofstream file;
   if (!o.out.empty()) {
@@ -65,6 +98,8 @@ Status detect(const DetectOptions& o) {
     if (!file) return permission_denied("cannot write '{}'", o.out);
   }
   std::ostream& out = o.out.empty() ? std::cout : file;
+  std::set<std::string> drawn_stems;  // two inputs with one stem would write one picture
+  size_t draw_failed = 0;
   out << "[";
   bool first = true;
   size_t failed = 0, detections = 0;
@@ -88,14 +123,33 @@ Status detect(const DetectOptions& o) {
           first = false;
           ++detections;
         }
+        if (!o.draw.empty()) {
+          const std::string stem = std::filesystem::path(r.path).stem().string();
+          if (!drawn_stems.insert(stem).second) {
+            std::fprintf(stderr, "\nwarning: %s replaces an earlier %s.jpg in '%s'\n",
+                         r.path.c_str(), stem.c_str(), o.draw.c_str());
+          }
+          if (Status s = draw_result(r, names, o.draw); !s.ok()) {
+            std::fprintf(stderr, "\n%s: %s\n", r.path.c_str(), s.to_string().c_str());
+            ++draw_failed;
+          }
+        }
       }));
   out << "\n]\n";
   out.flush();
   if (!out) return data_loss("error writing the results");
   std::fprintf(stderr, "%zu detections in %zu images%s\n", detections, files.size() - failed,
                o.out.empty() ? "" : (" -> " + o.out).c_str());
+  if (!o.draw.empty()) {
+    std::fprintf(stderr, "%zu pictures -> %s\n", files.size() - failed - draw_failed,
+                 o.draw.c_str());
+  }
   if (failed > 0)
     return invalid_argument("{} of {} images could not be read", failed, files.size());
+  if (draw_failed > 0) {
+    return data_loss("{} of {} pictures could not be written to '{}'", draw_failed, files.size(),
+                     o.draw);
+  }
   return Status();
 }
 
@@ -112,6 +166,9 @@ void add_detect_command(CLI::App& app) {
   cmd->add_option("--max-det", o->max_det, "Detections per image at most")->capture_default_str();
   cmd->add_flag("--agnostic", o->agnostic, "Class-agnostic NMS");
   cmd->add_flag("--coco91", o->coco91, "category_id as COCO's 1..90 ids instead of 0..79");
+  cmd->add_option("--draw", o->draw,
+                  "Also write every image with its detections drawn, as DIR/<name>.jpg")
+      ->type_name("DIR");
   add_detector_options(cmd, o->setup);
   cmd->callback([o] { exit_on_error(detect(*o)); });
 }

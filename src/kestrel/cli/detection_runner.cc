@@ -6,14 +6,15 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
-#include <future>
+#include <mutex>
 #include <thread>
 
 #include "kestrel/base/logging.h"
+#include "kestrel/cli/model_loading.h"
 #include "kestrel/engine/builder.h"
-#include "kestrel/onnx/importer.h"
 #include "kestrel/vision/image.h"
 
 namespace kestrel::cli {
@@ -32,25 +33,6 @@ struct Decoded {
   std::string path;
   StatusOr<Tensor> image = Status(StatusCode::kUnknown, "not decoded");
 };
-
-// Decodes `files` on every core; results in order.
-std::vector<Decoded> decode_all(std::span<const std::string> files) {
-  std::vector<Decoded> out(files.size());
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    for (size_t i = next++; i < files.size(); i = next++) {
-      out[i].path = files[i];
-      out[i].image = vision::read_image(files[i]);
-    }
-  };
-  const size_t threads =
-      std::min<size_t>(files.size(), std::max(1u, std::thread::hardware_concurrency()));
-  std::vector<std::thread> pool;
-  for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (std::thread& t : pool) t.join();
-  return out;
-}
 
 }  // namespace
 
@@ -85,66 +67,142 @@ StatusOr<std::vector<std::string>> collect_images(const std::vector<std::string>
   return files;
 }
 
-StatusOr<LoadedDetector> load_detector(const DetectorSetup& setup) {
+StatusOr<LoadedDetector> load_detector(const DetectorSetup& setup,
+                                       const vision::DetectionOptions& options) {
   if (setup.batch < 1) return invalid_argument("--batch must be at least 1");
-  KS_ASSIGN_OR_RETURN(std::unique_ptr<ir::Graph> graph, onnx::import_model_file(setup.model));
   engine::BuildOptions build;
   build.engine.backend = setup.backend;
   build.precision = setup.fp16 ? "fp16" : "fp32";
   build.max_batch = setup.batch;
   build.layout = setup.layout;
+  build.nms = vision::yolo_nms_attributes(options);
   LoadedDetector loaded;
-  KS_ASSIGN_OR_RETURN(loaded.engine, engine::build_engine(std::move(graph), build));
+  // An engine file runs as it was built (with its NMS settings, if it has NMS).
+  KS_ASSIGN_OR_RETURN(loaded.engine, load_or_build_engine(setup.model, build, false));
   KS_ASSIGN_OR_RETURN(loaded.detector, vision::Detector::create(*loaded.engine));
   log::info("{} on {}", setup.model, loaded.engine->backend_summary());
   return loaded;
 }
 
+// The pipeline: decoder threads (one per core) decode files in order into batch slots, running at
+// most kWindow batches ahead of the results handed out; kInferenceWorkers threads each take the
+// next fully decoded batch and run it through the detector (GPU letterbox, engine, NMS), so one
+// batch's host work overlaps another's GPU work; the calling thread hands the results out in order.
 Status detect_files(const vision::Detector& detector, const std::vector<std::string>& files,
                     int batch, const vision::DetectionOptions& options,
                     const std::function<void(const ImageResult&)>& on_result) {
+  constexpr size_t kWindow = 4, kInferenceWorkers = 2;
   const auto start = std::chrono::steady_clock::now();
   const size_t n = files.size(), step = static_cast<size_t>(batch);
-  auto decode_batch = [&](size_t first) {
-    const size_t count = std::min(step, n - first);
-    return decode_all(std::span(files).subspan(first, count));
+  const size_t batches = (n + step - 1) / step;
+  struct Slot {
+    std::vector<Decoded> decoded;
+    size_t pending = 0;  // images not decoded yet
+    bool inferred = false;
+    StatusOr<std::vector<std::vector<vision::Detection>>> found =
+        std::vector<std::vector<vision::Detection>>();
   };
-  // The next batch decodes while this one is inferred.
-  std::future<std::vector<Decoded>> next = std::async(std::launch::async, decode_batch, 0);
-  for (size_t first = 0; first < n; first += step) {
-    std::vector<Decoded> decoded = next.get();
-    if (first + step < n) next = std::async(std::launch::async, decode_batch, first + step);
-    std::vector<Tensor> images;
-    std::vector<size_t> index;  // position in `decoded` of each good image
-    for (size_t i = 0; i < decoded.size(); ++i) {
-      if (decoded[i].image.ok()) {
-        images.push_back(*decoded[i].image);
-        index.push_back(i);
+  std::vector<Slot> slots(batches);
+  for (size_t b = 0; b < batches; ++b) {
+    slots[b].pending = std::min(step, n - b * step);
+    slots[b].decoded.resize(slots[b].pending);
+  }
+  std::mutex mutex;
+  std::condition_variable changed;
+  size_t emitted = 0;         // batches handed out (guarded by mutex)
+  size_t next_image = 0;      // next file to decode (guarded by mutex)
+  size_t next_inference = 0;  // next batch to infer (guarded by mutex)
+  bool stop = false;
+
+  auto decoder = [&] {
+    for (;;) {
+      size_t i;
+      {
+        std::unique_lock lock(mutex);
+        changed.wait(
+            lock, [&] { return stop || next_image >= n || next_image / step < emitted + kWindow; });
+        if (stop || next_image >= n) return;
+        i = next_image++;
       }
+      Decoded d{files[i], vision::read_image(files[i])};
+      std::lock_guard lock(mutex);
+      Slot& slot = slots[i / step];
+      slot.decoded[i % step] = std::move(d);
+      if (--slot.pending == 0) changed.notify_all();
     }
-    std::vector<std::vector<vision::Detection>> found;
-    if (!images.empty()) {
-      KS_ASSIGN_OR_RETURN(found, detector.detect(images, options));
+  };
+  auto inference = [&] {
+    for (;;) {
+      size_t b;
+      {
+        std::unique_lock lock(mutex);
+        changed.wait(lock, [&] {
+          return stop || next_inference >= batches || slots[next_inference].pending == 0;
+        });
+        if (stop || next_inference >= batches) return;
+        b = next_inference++;
+      }
+      std::vector<Tensor> images;
+      for (const Decoded& d : slots[b].decoded) {
+        if (d.image.ok()) images.push_back(*d.image);
+      }
+      StatusOr<std::vector<std::vector<vision::Detection>>> found =
+          images.empty() ? std::vector<std::vector<vision::Detection>>()
+                         : detector.detect(images, options);
+      std::lock_guard lock(mutex);
+      slots[b].found = std::move(found);
+      slots[b].inferred = true;
+      changed.notify_all();
     }
-    for (size_t i = 0, k = 0; i < decoded.size(); ++i) {
+  };
+  std::vector<std::thread> threads;
+  const size_t decoders = std::max(1u, std::thread::hardware_concurrency());
+  for (size_t t = 0; t < decoders; ++t) threads.emplace_back(decoder);
+  for (size_t t = 0; t < kInferenceWorkers; ++t) threads.emplace_back(inference);
+  auto finish = [&](Status status) {
+    {
+      std::lock_guard lock(mutex);
+      stop = true;
+    }
+    changed.notify_all();
+    for (std::thread& t : threads) t.join();
+    return status;
+  };
+
+  for (size_t b = 0; b < batches; ++b) {
+    {
+      std::unique_lock lock(mutex);
+      changed.wait(lock, [&] { return slots[b].inferred; });
+    }
+    Slot& slot = slots[b];
+    if (!slot.found.ok()) return finish(slot.found.status());
+    for (size_t i = 0, k = 0; i < slot.decoded.size(); ++i) {
+      Decoded& d = slot.decoded[i];
       ImageResult r;
-      r.path = decoded[i].path;
-      if (!decoded[i].image.ok()) {
-        r.status = decoded[i].image.status();
+      r.path = d.path;
+      if (!d.image.ok()) {
+        r.status = d.image.status();
       } else {
-        r.height = decoded[i].image->shape()[0];
-        r.width = decoded[i].image->shape()[1];
-        r.detections = std::move(found[k++]);
+        r.height = d.image->shape()[0];
+        r.width = d.image->shape()[1];
+        r.image = *d.image;
+        r.detections = std::move((*slot.found)[k++]);
       }
       on_result(r);
     }
-    const size_t done = std::min(first + step, n);
+    slot = Slot();  // the pixels are no longer needed
+    {
+      std::lock_guard lock(mutex);
+      ++emitted;
+    }
+    changed.notify_all();
+    const size_t done = std::min((b + 1) * step, n);
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::fprintf(stderr, "\r%zu/%zu images, %.1f images/s", done, n, done / seconds);
   }
   std::fprintf(stderr, "\n");
-  return Status();
+  return finish(Status());
 }
 
 }  // namespace kestrel::cli

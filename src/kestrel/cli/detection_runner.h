@@ -34,13 +34,17 @@ struct LoadedDetector {
   std::unique_ptr<engine::Engine> engine;
   std::unique_ptr<vision::Detector> detector;
 };
-StatusOr<LoadedDetector> load_detector(const DetectorSetup& setup);
+// Builds an ONNX model with `options`' decoding and NMS appended (on the GPU, NMS runs there too),
+// or loads a .kplan engine file as it was built, and makes a detector for it.
+StatusOr<LoadedDetector> load_detector(const DetectorSetup& setup,
+                                       const vision::DetectionOptions& options);
 
 // One image's outcome, in input order.
 struct ImageResult {
   std::string path;
   int64_t width = 0, height = 0;  // of the decoded source image
   Status status;                  // decoding or detection error
+  Tensor image;                   // the decoded source image, uint8 [H, W, 3] RGB (when status ok)
   std::vector<vision::Detection> detections;
 };
 

@@ -23,11 +23,11 @@ struct EvalOptions {
 
 Status eval(const EvalOptions& o) {
   KS_ASSIGN_OR_RETURN(std::vector<std::string> files, collect_images({o.images}));
-  KS_ASSIGN_OR_RETURN(LoadedDetector loaded, load_detector(o.setup));
   vision::DetectionOptions options;
   options.score_threshold = o.conf;
   options.iou_threshold = o.iou;
   options.max_detections = o.max_det;
+  KS_ASSIGN_OR_RETURN(LoadedDetector loaded, load_detector(o.setup, options));
   std::vector<vision::EvalImage> images;
   Status label_error;
   const auto start = std::chrono::steady_clock::now();

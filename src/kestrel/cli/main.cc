@@ -3,6 +3,7 @@
 
 #include "kestrel/base/logging.h"
 #include "kestrel/cli/commands.h"
+#include "kestrel/vision/nms.h"
 
 namespace kestrel::cli {
 
@@ -17,6 +18,8 @@ void exit_on_error(const Status& status) {
 }  // namespace kestrel::cli
 
 int main(int argc, char** argv) {
+  // Engines may end in Kestrel's NMS operator, whose kernels live in the vision layer.
+  kestrel::vision::register_detection_kernels();
   CLI::App app{"Kestrel: ONNX vision models, optimized and served on NVIDIA GPUs (or the CPU)"};
   app.require_subcommand(1);
   int verbose = 0;

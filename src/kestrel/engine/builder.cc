@@ -5,6 +5,7 @@
 #include "kestrel/engine/backends.h"
 #include "kestrel/engine/node_runner.h"
 #include "kestrel/ir/shape_inference.h"
+#include "kestrel/optimize/append_nms.h"
 #include "kestrel/optimize/convert_precision.h"
 
 namespace kestrel::engine {
@@ -46,6 +47,10 @@ StatusOr<std::unique_ptr<Engine>> build_engine(std::unique_ptr<ir::Graph> graph,
   if (options.precision == "fp16") {
     KS_ASSIGN_OR_RETURN(r.converted_to_float16,
                         optimize::convert_to_float16(*graph, {options.keep_float32}));
+    KS_RETURN_IF_ERROR(ir::annotate_symbolic_shapes(*graph, evaluator.get()));
+  }
+  if (options.nms) {
+    KS_RETURN_IF_ERROR(optimize::append_yolo_nms(*graph, *options.nms));
     KS_RETURN_IF_ERROR(ir::annotate_symbolic_shapes(*graph, evaluator.get()));
   }
   return Engine::create(std::move(graph), options.engine);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -29,6 +30,10 @@ struct BuildOptions {
   // it; its float32 NHWC kernels are slower than its NCHW ones, docs/benchmarks) and NCHW
   // otherwise (on the CPU oneDNN chooses its own blocked layout inside each convolution).
   std::string layout = "auto";
+  // When set: YoloNms with these attributes is appended to the first output, so the engine returns
+  // final detections (optimize/append_nms.h; vision::yolo_nms_attributes() makes the attributes,
+  // and the program must have called vision::register_detection_kernels()).
+  std::optional<Attributes> nms;
 };
 
 struct BuildReport {

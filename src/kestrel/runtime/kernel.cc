@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <mutex>
 
 namespace kestrel::runtime {
 
@@ -36,6 +37,42 @@ class ImmediateStream final : public Stream {
 };
 
 }  // namespace
+
+namespace {
+
+struct ExtensionRegistry {
+  std::mutex mutex;
+  std::map<std::pair<std::string, std::string>, ExtensionKernelFactory> factories;
+};
+
+ExtensionRegistry& extensions() {
+  static ExtensionRegistry* registry = new ExtensionRegistry;  // never destroyed: used at exit
+  return *registry;
+}
+
+}  // namespace
+
+void register_extension_kernel(std::string_view backend, std::string_view op_type,
+                               ExtensionKernelFactory factory) {
+  ExtensionRegistry& r = extensions();
+  std::lock_guard lock(r.mutex);
+  r.factories[{std::string(backend), std::string(op_type)}] = std::move(factory);
+}
+
+StatusOr<std::unique_ptr<Kernel>> create_extension_kernel(std::string_view backend,
+                                                          const KernelDef& def) {
+  ExtensionKernelFactory factory;
+  {
+    ExtensionRegistry& r = extensions();
+    std::lock_guard lock(r.mutex);
+    auto it = r.factories.find({std::string(backend), def.op_type});
+    if (it == r.factories.end()) {
+      return unimplemented("the {} backend has no kernel for {}", backend, def.describe());
+    }
+    factory = it->second;
+  }
+  return factory(def);
+}
 
 StatusOr<std::unique_ptr<TimingMark>> Stream::mark() {
   return std::unique_ptr<TimingMark>(std::make_unique<HostClockMark>());

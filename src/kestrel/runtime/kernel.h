@@ -104,6 +104,18 @@ class Recording {
   virtual Status replay(Stream& stream) = 0;
 };
 
+// Kernels for operators that layers above the runtime define (vision's YoloNms, the NMS appended
+// to detection engines): a backend offers a node to its own kernels first, then to the kernels
+// registered here under its name ("cpu", "cuda"). This is how a plugin adds an operator without the
+// runtime depending on it. Registering the same (backend, operator) again replaces the factory.
+// Thread-safe.
+using ExtensionKernelFactory = std::function<StatusOr<std::unique_ptr<Kernel>>(const KernelDef&)>;
+void register_extension_kernel(std::string_view backend, std::string_view op_type,
+                               ExtensionKernelFactory factory);
+// The registered kernel for `def` on `backend`; UNIMPLEMENTED when none is registered.
+StatusOr<std::unique_ptr<Kernel>> create_extension_kernel(std::string_view backend,
+                                                          const KernelDef& def);
+
 class Backend {
  public:
   virtual ~Backend() = default;

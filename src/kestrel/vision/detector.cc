@@ -1,6 +1,10 @@
 // Detector: letterbox, engine run, decode, NMS, map back (see detector.h).
 #include "kestrel/vision/detector.h"
 
+#ifdef KESTREL_WITH_CUDA
+#include "kestrel/vision/letterbox_cuda.h"
+#endif
+
 #include <cctype>
 #include <charconv>
 #include <map>
@@ -138,12 +142,28 @@ StatusOr<std::unique_ptr<Detector>> Detector::create(const engine::Engine& engin
   d->input_width_ = shape[3].value();
   d->input_dtype_ = input.type.dtype;
   d->layout_ = layout;
+  d->gpu_letterboxes_ = std::make_shared<GpuLetterboxes>();
   const auto names = engine.graph().metadata.find("names");
   if (names != engine.graph().metadata.end()) {
     KS_ASSIGN_OR_RETURN(d->class_names_, parse_class_names(names->second));
   }
+  // An engine built with NMS ends in YoloNms, whose four outputs are the engine's.
+  const ir::Value* first = engine.graph().outputs().front();
+  if (first->producer() != nullptr && first->producer()->op_type() == "YoloNms") {
+    if (engine.outputs().size() != 4) {
+      return invalid_argument(
+          "an engine with NMS has 4 outputs (boxes, scores, classes, "
+          "num_dets), this one {}",
+          engine.outputs().size());
+    }
+    d->has_nms_ = true;
+    KS_ASSIGN_OR_RETURN(d->nms_options_, detection_options_from(first->producer()->attrs()));
+    for (const engine::TensorInfo& o : engine.outputs()) d->output_names_.push_back(o.name);
+    return d;
+  }
   // The output's layout, as far as its declared shape tells (exports often leave it symbolic).
   const engine::TensorInfo& output = engine.outputs()[0];
+  d->output_names_ = {output.name};
   const ir::SymShape& out_shape = output.type.shape;
   if (out_shape.has_rank() && out_shape.rank() != 3) {
     return invalid_argument(
@@ -177,21 +197,108 @@ StatusOr<Tensor> Detector::preprocess(std::span<const Tensor> images,
   return batch;
 }
 
-StatusOr<Tensor> Detector::infer(const Tensor& input) const {
+#ifdef KESTREL_WITH_CUDA
+struct Detector::GpuLetterboxes {
+  std::mutex mutex;
+  std::vector<std::unique_ptr<GpuLetterbox>> idle;
+};
+#else
+struct Detector::GpuLetterboxes {};
+#endif
+
+StatusOr<Tensor> Detector::preprocess_on_device(std::span<const Tensor> images,
+                                                std::vector<LetterboxParams>* params) const {
+#ifdef KESTREL_WITH_CUDA
+  const Device device = engine_->device();
+  if (device.is_cpu()) return unimplemented("the engine runs on the CPU");
+  if (images.empty()) return invalid_argument("no images to detect objects in");
+  std::vector<LetterboxParams> placements;
+  for (size_t i = 0; i < images.size(); ++i) {
+    if (images[i].rank() != 3) {
+      return invalid_argument("image {}: expected uint8 [H, W, 3], got {}", i,
+                              images[i].debug_string(0));
+    }
+    StatusOr<LetterboxParams> p =
+        compute_letterbox(images[i].shape()[1], images[i].shape()[0], input_width_, input_height_);
+    if (!p.ok()) return p.status().with_context(fmt::format("image {}", i));
+    placements.push_back(*p);
+  }
+  std::unique_ptr<GpuLetterbox> letterbox;
+  {
+    std::lock_guard lock(gpu_letterboxes_->mutex);
+    if (!gpu_letterboxes_->idle.empty()) {
+      letterbox = std::move(gpu_letterboxes_->idle.back());
+      gpu_letterboxes_->idle.pop_back();
+    }
+  }
+  if (!letterbox) {
+    KS_ASSIGN_OR_RETURN(letterbox, GpuLetterbox::create(device.index));
+  }
+  StatusOr<Tensor> input =
+      letterbox->run_to_new(images, placements, input_dtype_, input_width_, input_height_);
+  {
+    std::lock_guard lock(gpu_letterboxes_->mutex);
+    gpu_letterboxes_->idle.push_back(std::move(letterbox));
+  }
+  if (input.ok() && params) *params = std::move(placements);
+  return input;
+#else
+  (void)images;
+  (void)params;
+  return unimplemented("this build has no CUDA");
+#endif
+}
+
+StatusOr<std::vector<Tensor>> Detector::infer(const Tensor& input) const {
   KS_ASSIGN_OR_RETURN(std::vector<Tensor> outputs, engine_->run({{input_name_, input}}));
-  return outputs[0];
+  outputs.resize(output_names_.size());  // the raw output is the first
+  return outputs;
 }
 
 StatusOr<std::vector<std::vector<Detection>>> Detector::postprocess(
-    const Tensor& output, std::span<const LetterboxParams> params,
+    std::span<const Tensor> outputs, std::span<const LetterboxParams> params,
     const DetectionOptions& options) const {
+  if (outputs.size() != output_names_.size()) {
+    return invalid_argument("postprocess takes {} output tensors, got {}", output_names_.size(),
+                            outputs.size());
+  }
+  std::vector<std::vector<Detection>> out;
+  if (has_nms_) {
+    const NmsOutput nms{outputs[0], outputs[1], outputs[2], outputs[3]};
+    const int64_t batch = nms.num_dets.rank() == 1 ? nms.num_dets.shape()[0] : -1;
+    const int64_t max_det = nms_options_.max_detections;
+    const auto fits = [&](const Tensor& t, DType dtype, const Shape& shape) {
+      return t.is_cpu() && t.dtype() == dtype && t.shape() == shape;
+    };
+    if (batch < 0 || !fits(nms.boxes, DType::kFloat32, Shape{batch, max_det, 4}) ||
+        !fits(nms.scores, DType::kFloat32, Shape{batch, max_det}) ||
+        !fits(nms.classes, DType::kInt32, Shape{batch, max_det}) ||
+        !fits(nms.num_dets, DType::kInt32, Shape{batch})) {
+      return invalid_argument("NMS outputs of unexpected types or shapes");
+    }
+    if (!params.empty() && static_cast<int64_t>(params.size()) != batch) {
+      return invalid_argument("{} letterbox placements for a batch of {}", params.size(), batch);
+    }
+    for (int64_t i = 0; i < batch; ++i) {
+      const int32_t n = nms.num_dets.data<int32_t>()[i];
+      if (n < 0 || n > max_det) return internal_error("NMS reported {} detections", n);
+      std::vector<Detection> dets;
+      for (Detection& d : unpack_detections(nms, i)) {
+        if (!(d.score > options.score_threshold)) continue;
+        if (static_cast<int64_t>(dets.size()) >= options.max_detections) break;
+        dets.push_back(params.empty() ? d : map_to_source(d, params[i]));
+      }
+      out.push_back(std::move(dets));
+    }
+    return out;
+  }
+  const Tensor& output = outputs[0];
   DetectionOptions o = options;
   if (o.layout == YoloLayout::kAuto) o.layout = layout_;
   if (o.num_classes < 0 && !class_names_.empty()) {
     o.num_classes = static_cast<int64_t>(class_names_.size());
   }
   KS_ASSIGN_OR_RETURN(const NmsOutput nms, batched_nms(output, o, params));
-  std::vector<std::vector<Detection>> out;
   for (int64_t i = 0; i < output.shape()[0]; ++i) out.push_back(unpack_detections(nms, i));
   return out;
 }
@@ -199,9 +306,14 @@ StatusOr<std::vector<std::vector<Detection>>> Detector::postprocess(
 StatusOr<std::vector<std::vector<Detection>>> Detector::detect(
     std::span<const Tensor> images, const DetectionOptions& options) const {
   std::vector<LetterboxParams> params;
-  KS_ASSIGN_OR_RETURN(const Tensor input, preprocess(images, &params));
-  KS_ASSIGN_OR_RETURN(const Tensor output, infer(input));
-  return postprocess(output, params, options);
+  Tensor input;
+  if (engine_->device().is_cpu()) {
+    KS_ASSIGN_OR_RETURN(input, preprocess(images, &params));
+  } else {
+    KS_ASSIGN_OR_RETURN(input, preprocess_on_device(images, &params));
+  }
+  KS_ASSIGN_OR_RETURN(const std::vector<Tensor> outputs, infer(input));
+  return postprocess(outputs, params, options);
 }
 
 }  // namespace kestrel::vision

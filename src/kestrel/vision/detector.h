@@ -15,6 +15,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -49,18 +50,35 @@ class Detector {
   // From the model's metadata; empty when it has none.
   const std::vector<std::string>& class_names() const { return class_names_; }
 
+  // True when the engine ends in YoloNms (built with `kestrel build --nms`): its outputs are the
+  // final detections, and nms_options() says how they were made.
+  bool has_nms() const { return has_nms_; }
+  const DetectionOptions& nms_options() const { return nms_options_; }
+  // The engine outputs postprocess() takes, in order: the raw YOLO output, or NMS's boxes,
+  // scores, classes and num_dets.
+  const std::vector<std::string>& output_names() const { return output_names_; }
+
   // Letterboxes uint8 [H, W, 3] RGB images into one model input [N, 3, H, W]; `params` receives
   // each image's placement.
   StatusOr<Tensor> preprocess(std::span<const Tensor> images,
                               std::vector<LetterboxParams>* params) const;
-  // Runs the model on a preprocessed batch; returns its raw (first) output on the host.
-  StatusOr<Tensor> infer(const Tensor& input) const;
-  // Decode + NMS + mapping back to each source image, one list per image (score descending).
-  StatusOr<std::vector<std::vector<Detection>>> postprocess(const Tensor& output,
+  // preprocess() on the engine's GPU (GpuLetterbox, letterbox_cuda.h): the uint8 pixels go over
+  // PCIe and the model input comes back as a device tensor, bit for bit what preprocess() makes.
+  // UNIMPLEMENTED for engines on the CPU or builds without CUDA.
+  StatusOr<Tensor> preprocess_on_device(std::span<const Tensor> images,
+                                        std::vector<LetterboxParams>* params) const;
+  // Runs the model on a preprocessed batch; returns output_names()'s tensors on the host.
+  StatusOr<std::vector<Tensor>> infer(const Tensor& input) const;
+  // The detections of every image of the batch, mapped back to each source image, one list per
+  // image (score descending). From a raw output: decode + NMS with `options`. From an engine with
+  // NMS: its results, of which only those with score > options.score_threshold and at most
+  // options.max_detections are kept (the IoU threshold, class mode and top-k are the ones the
+  // engine was built with).
+  StatusOr<std::vector<std::vector<Detection>>> postprocess(std::span<const Tensor> outputs,
                                                             std::span<const LetterboxParams> params,
                                                             const DetectionOptions& options) const;
 
-  // All three for one batch of images.
+  // All three for one batch of images; the letterbox runs on the GPU when the engine does.
   StatusOr<std::vector<std::vector<Detection>>> detect(std::span<const Tensor> images,
                                                        const DetectionOptions& options) const;
 
@@ -73,6 +91,12 @@ class Detector {
   DType input_dtype_ = DType::kFloat32;
   YoloLayout layout_ = YoloLayout::kAuto;
   std::vector<std::string> class_names_;
+  bool has_nms_ = false;
+  DetectionOptions nms_options_;
+  std::vector<std::string> output_names_;
+  // Idle GPU letterboxes (one is taken per call, so calls may run concurrently).
+  struct GpuLetterboxes;
+  std::shared_ptr<GpuLetterboxes> gpu_letterboxes_;
 };
 
 }  // namespace kestrel::vision

@@ -20,39 +20,6 @@ int32_t fixed_weight(float w) {
   return static_cast<int32_t>(std::clamp<long>(r, INT16_MIN, INT16_MAX));
 }
 
-// The two source indices and fixed-point weights of one output coordinate.
-struct Taps {
-  int64_t i0, i1;
-  int32_t w0, w1;
-};
-
-// OpenCV's coefficient table for one axis. Horizontally (clamp_fraction) a coordinate that falls
-// outside the image takes the edge pixel with full weight; vertically only the row indices are
-// clamped and the weights stay as computed.
-std::vector<Taps> linear_taps(int64_t in, int64_t out, bool clamp_fraction) {
-  const double scale = 1.0 / (static_cast<double>(out) / static_cast<double>(in));
-  std::vector<Taps> taps(static_cast<size_t>(out));
-  for (int64_t d = 0; d < out; ++d) {
-    float f = static_cast<float>((static_cast<double>(d) + 0.5) * scale - 0.5);
-    int64_t s = static_cast<int64_t>(std::floor(f));
-    f -= static_cast<float>(s);
-    if (clamp_fraction) {
-      if (s < 0) f = 0, s = 0;
-      if (s >= in - 1) f = 0, s = in - 1;
-    }
-    taps[d] = {std::clamp<int64_t>(s, 0, in - 1), std::clamp<int64_t>(s + 1, 0, in - 1),
-               fixed_weight(1.0f - f), fixed_weight(f)};
-  }
-  return taps;
-}
-
-// cv::resize turns INTER_LINEAR into INTER_AREA when the image shrinks by exactly 2 both ways.
-bool is_exact_half(int64_t in_w, int64_t in_h, int64_t out_w, int64_t out_h) {
-  const double scale_x = 1.0 / (static_cast<double>(out_w) / static_cast<double>(in_w));
-  const double scale_y = 1.0 / (static_cast<double>(out_h) / static_cast<double>(in_h));
-  return std::abs(scale_x - 2.0) < DBL_EPSILON && std::abs(scale_y - 2.0) < DBL_EPSILON;
-}
-
 Status check_image(const Tensor& image, const char* what) {
   if (!image.defined() || !image.is_cpu() || image.dtype() != DType::kUInt8 || image.rank() != 3 ||
       image.shape()[0] <= 0 || image.shape()[1] <= 0 || image.shape()[2] <= 0) {
@@ -63,6 +30,35 @@ Status check_image(const Tensor& image, const char* what) {
 }
 
 }  // namespace
+
+ResizeMethod resize_method(int64_t in_width, int64_t in_height, int64_t out_width,
+                           int64_t out_height) {
+  if (in_width == out_width && in_height == out_height) return ResizeMethod::kCopy;
+  // cv::resize turns INTER_LINEAR into INTER_AREA when the image shrinks by exactly 2 both ways.
+  const double scale_x = 1.0 / (static_cast<double>(out_width) / static_cast<double>(in_width));
+  const double scale_y = 1.0 / (static_cast<double>(out_height) / static_cast<double>(in_height));
+  if (std::abs(scale_x - 2.0) < DBL_EPSILON && std::abs(scale_y - 2.0) < DBL_EPSILON) {
+    return ResizeMethod::kHalfArea;
+  }
+  return ResizeMethod::kLinear;
+}
+
+std::vector<ResizeTaps> linear_resize_taps(int64_t in, int64_t out, bool horizontal) {
+  const double scale = 1.0 / (static_cast<double>(out) / static_cast<double>(in));
+  std::vector<ResizeTaps> taps(static_cast<size_t>(out));
+  for (int64_t d = 0; d < out; ++d) {
+    float f = static_cast<float>((static_cast<double>(d) + 0.5) * scale - 0.5);
+    int64_t s = static_cast<int64_t>(std::floor(f));
+    f -= static_cast<float>(s);
+    if (horizontal) {
+      if (s < 0) f = 0, s = 0;
+      if (s >= in - 1) f = 0, s = in - 1;
+    }
+    taps[d] = {std::clamp<int64_t>(s, 0, in - 1), std::clamp<int64_t>(s + 1, 0, in - 1),
+               fixed_weight(1.0f - f), fixed_weight(f)};
+  }
+  return taps;
+}
 
 StatusOr<LetterboxParams> compute_letterbox(int64_t width, int64_t height, int64_t target_width,
                                             int64_t target_height) {
@@ -98,14 +94,15 @@ StatusOr<Tensor> resize_linear_u8(const Tensor& image, int64_t out_width, int64_
   if (out_width <= 0 || out_height <= 0) {
     return invalid_argument("resize to {}x{}: sizes must be positive", out_width, out_height);
   }
-  if (out_width == in_w && out_height == in_h) return image.clone();
+  const ResizeMethod method = resize_method(in_w, in_h, out_width, out_height);
+  if (method == ResizeMethod::kCopy) return image.clone();
   KS_ASSIGN_OR_RETURN(Tensor out,
                       Tensor::allocate(DType::kUInt8, Shape{out_height, out_width, cn}));
   const uint8_t* src = image.data<uint8_t>();
   uint8_t* dst = out.data<uint8_t>();
   const int64_t in_stride = in_w * cn, out_stride = out_width * cn;
 
-  if (is_exact_half(in_w, in_h, out_width, out_height)) {
+  if (method == ResizeMethod::kHalfArea) {
     for (int64_t y = 0; y < out_height; ++y) {
       const uint8_t* r0 = src + 2 * y * in_stride;
       const uint8_t* r1 = r0 + in_stride;
@@ -120,21 +117,21 @@ StatusOr<Tensor> resize_linear_u8(const Tensor& image, int64_t out_width, int64_
     return out;
   }
 
-  const std::vector<Taps> xt = linear_taps(in_w, out_width, /*clamp_fraction=*/true);
-  const std::vector<Taps> yt = linear_taps(in_h, out_height, /*clamp_fraction=*/false);
+  const std::vector<ResizeTaps> xt = linear_resize_taps(in_w, out_width, /*horizontal=*/true);
+  const std::vector<ResizeTaps> yt = linear_resize_taps(in_h, out_height, /*horizontal=*/false);
   // One horizontally interpolated source row: int sums with 11 fractional bits.
   std::vector<int32_t> h0(static_cast<size_t>(out_stride)), h1(h0.size());
   auto horizontal = [&](int64_t row, std::vector<int32_t>& h) {
     const uint8_t* s = src + row * in_stride;
     for (int64_t x = 0; x < out_width; ++x) {
-      const Taps& t = xt[x];
+      const ResizeTaps& t = xt[x];
       for (int64_t c = 0; c < cn; ++c) {
         h[x * cn + c] = s[t.i0 * cn + c] * t.w0 + s[t.i1 * cn + c] * t.w1;
       }
     }
   };
   for (int64_t y = 0; y < out_height; ++y) {
-    const Taps& t = yt[y];
+    const ResizeTaps& t = yt[y];
     horizontal(t.i0, h0);
     horizontal(t.i1, h1);
     uint8_t* d = dst + y * out_stride;

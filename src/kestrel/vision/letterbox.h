@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "kestrel/base/dtype.h"
 #include "kestrel/base/status.h"
@@ -57,6 +58,26 @@ StatusOr<LetterboxParams> compute_letterbox(int64_t width, int64_t height,
 //     to the image, the fraction is not), and the result is
 //     ((b0 * (h0 >> 4)) >> 16) + ((b1 * (h1 >> 4)) >> 16) + 2) >> 2, saturated to 0..255.
 StatusOr<Tensor> resize_linear_u8(const Tensor& image, int64_t out_width, int64_t out_height);
+
+// How resize_linear_u8() computes an in_width x in_height -> out_width x out_height resize, in the
+// order it checks: a copy when the sizes are equal, the 2x2 mean when OpenCV would switch to
+// INTER_AREA (exactly half both ways), else bilinear with linear_resize_taps(). The CUDA letterbox
+// (letterbox_cuda.h) follows the same plan, so it shares these two functions.
+enum class ResizeMethod { kCopy, kHalfArea, kLinear };
+ResizeMethod resize_method(int64_t in_width, int64_t in_height, int64_t out_width,
+                           int64_t out_height);
+
+// One output coordinate of a bilinear resize: source indices i0, i1 (clamped to the image) and
+// their fixed-point weights w0, w1 (11 fractional bits, each in [0, 2048]).
+struct ResizeTaps {
+  int64_t i0, i1;
+  int32_t w0, w1;
+};
+
+// OpenCV's coefficient table for one axis of a kLinear resize from `in` to `out` pixels, one entry
+// per output coordinate. Columns (horizontal) that fall outside the image take the edge pixel with
+// full weight; rows keep their computed weights and only their indices are clamped.
+std::vector<ResizeTaps> linear_resize_taps(int64_t in, int64_t out, bool horizontal);
 
 // Letterboxes uint8 [H, W, 3] (any channel count works) into uint8 [target_h, target_w, C].
 // REQUIRES: params == compute_letterbox(W, H, ...) for this image's size, else INVALID_ARGUMENT.

@@ -31,6 +31,7 @@
 #include <span>
 #include <vector>
 
+#include "kestrel/base/attributes.h"
 #include "kestrel/base/status.h"
 #include "kestrel/base/tensor.h"
 #include "kestrel/vision/letterbox.h"
@@ -68,6 +69,22 @@ struct NmsOutput {
 // entry per image (boxes mapped back to each source image).
 StatusOr<NmsOutput> batched_nms(const Tensor& output, const DetectionOptions& options,
                                 std::span<const LetterboxParams> letterbox = {});
+// The same into `out`, whose four host tensors are already allocated with the shapes above.
+Status batched_nms_into(const Tensor& output, const DetectionOptions& options,
+                        std::span<const LetterboxParams> letterbox, NmsOutput& out);
+
+// Batched NMS inside an engine: the YoloNms operator (ir/ops/reduce.cc, appended by
+// `kestrel build --nms`, optimize/append_nms.h) computes batched_nms() without the letterbox
+// mapping, on the CPU with the code above and on the GPU with the kernels of nms_cuda.cu, which
+// give the same results bit for bit.
+//
+// YoloNms's attributes for `options`, and back (INVALID_ARGUMENT for values out of range).
+Attributes yolo_nms_attributes(const DetectionOptions& options);
+StatusOr<DetectionOptions> detection_options_from(const Attributes& attrs);
+// Registers YoloNms's kernels with the runtime (runtime::register_extension_kernel): the CPU one,
+// and the CUDA one in builds with CUDA. Idempotent and thread-safe; a program calls it before it
+// builds or loads an engine that contains YoloNms.
+void register_detection_kernels();
 
 // The detections of image `image` of a padded output.
 std::vector<Detection> unpack_detections(const NmsOutput& output, int64_t image);

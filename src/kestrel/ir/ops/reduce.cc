@@ -4,6 +4,11 @@
 // Element types follow ONNX: the Reduce* operators take the float types and 32/64-bit integers,
 // ReduceMax/ReduceMin also 8-bit integers and bool (opset 20); ArgMax, ArgMin and TopK take every
 // numeric type; NonMaxSuppression takes float32 boxes and scores.
+//
+// YoloNms is Kestrel's own operator (not ONNX): decode + batched NMS of a raw YOLO output, with
+// fixed-size outputs. `kestrel build --nms` appends it to a detector's graph
+// (optimize/append_nms.h) and vision/ provides its kernels (vision/nms.h describes the exact
+// semantics).
 #include <algorithm>
 
 #include "kestrel/ir/op_families.h"
@@ -139,6 +144,32 @@ Status nms_rule(InferContext& ctx) {
   return Status();
 }
 
+// YoloNms: input 0 is a raw YOLO output [N, anchors, 5 + classes] or [N, 4 + classes, anchors]
+// (float32 or float16); outputs boxes [N, max_detections, 4] float32, scores [N, max_detections]
+// float32, classes [N, max_detections] int32, num_dets [N] int32.
+Status yolo_nms_rule(InferContext& ctx) {
+  KS_RETURN_IF_ERROR((require_dtype<TypeList<float, Half>>(ctx, 0)));
+  KS_RETURN_IF_ERROR(require_rank(ctx, 0, 3));
+  const Attributes& a = ctx.attrs();
+  const int64_t max_det = a.get_int("max_detections", 300);
+  const int64_t top_k = a.get_int("top_k", 30000);
+  if (max_det < 1 || top_k < 1) {
+    return ctx.error("max_detections and top_k must be at least 1, got {} and {}", max_det, top_k);
+  }
+  const std::string layout = a.get_string("layout", "auto");
+  if (layout != "auto" && layout != "v5" && layout != "v8") {
+    return ctx.error("layout must be auto, v5 or v8, got '{}'", layout);
+  }
+  const float iou = a.get_float("iou_threshold", 0.45f);
+  if (!(iou >= 0 && iou <= 1)) return ctx.error("iou_threshold must be in [0, 1], got {}", iou);
+  const int64_t n = ctx.input_shape(0)[0];
+  ctx.set_output(0, DType::kFloat32, Shape{n, max_det, 4});
+  ctx.set_output(1, DType::kFloat32, Shape{n, max_det});
+  ctx.set_output(2, DType::kInt32, Shape{n, max_det});
+  ctx.set_output(3, DType::kInt32, Shape{n});
+  return Status();
+}
+
 OpSchema reduce(std::string_view name, InferFn infer) {
   OpSchema s;
   s.op_type = name;
@@ -202,6 +233,21 @@ std::vector<OpSchema> reduce_op_schemas() {
   // The IoUs computed depend on how many boxes survive; counted as one operation per score.
   nms.flops = [](const InferContext& ctx) { return ctx.input_shape(1).num_elements(); };
   s.push_back(std::move(nms));
+
+  OpSchema yolo_nms;
+  yolo_nms.op_type = "YoloNms";
+  yolo_nms.min_outputs = yolo_nms.max_outputs = 4;
+  yolo_nms.attributes = {{"layout", AttributeType::kString},
+                         {"num_classes", AttributeType::kInt},
+                         {"score_threshold", AttributeType::kFloat},
+                         {"iou_threshold", AttributeType::kFloat},
+                         {"multi_label", AttributeType::kInt},
+                         {"class_agnostic", AttributeType::kInt},
+                         {"top_k", AttributeType::kInt},
+                         {"max_detections", AttributeType::kInt}};
+  yolo_nms.infer = yolo_nms_rule;
+  yolo_nms.flops = [](const InferContext& ctx) { return ctx.input_shape(0).num_elements(); };
+  s.push_back(std::move(yolo_nms));
   return s;
 }
 

@@ -49,6 +49,10 @@ class CpuBackend final : public Backend {
       if (k.ok() || k.status().code() != StatusCode::kUnimplemented) return k;
       last = k.status();
     }
+    StatusOr<std::unique_ptr<Kernel>> extension = create_extension_kernel(name(), def);
+    if (extension.ok() || extension.status().code() != StatusCode::kUnimplemented) {
+      return extension;
+    }
     return last;
   }
 

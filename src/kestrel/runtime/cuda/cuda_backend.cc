@@ -176,6 +176,11 @@ class CudaBackend final : public Backend {
       if (k.ok() || k.status().code() != StatusCode::kUnimplemented) return k;
       last = k.status();
     }
+    KS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+    StatusOr<std::unique_ptr<Kernel>> extension = create_extension_kernel(name(), def);
+    if (extension.ok() || extension.status().code() != StatusCode::kUnimplemented) {
+      return extension;
+    }
     return last;
   }
 

@@ -135,10 +135,14 @@ StatusOr<KestrelParameters> kestrel_parameters(const inference::ModelConfig& con
       if (v != "true" && v != "false")
         return invalid_argument("parameter 'class_agnostic' must be true or false, got '{}'", v);
       p.detection.class_agnostic = v == "true";
+    } else if (key == "nms") {
+      if (v != "true" && v != "false")
+        return invalid_argument("parameter 'nms' must be true or false, got '{}'", v);
+      p.nms = v == "true";
     } else {
       return invalid_argument(
           "unknown parameter '{}' (Kestrel knows precision, score_threshold, iou_threshold, "
-          "max_detections, class_agnostic)",
+          "max_detections, class_agnostic, nms)",
           key);
     }
   }

@@ -37,10 +37,13 @@ Status complete_model_config(const engine::Engine& engine, inference::ModelConfi
 inference::ModelConfig default_model_config(std::string name, int max_batch);
 
 // Kestrel's own parameters ("precision", "score_threshold", "iou_threshold", "max_detections",
-// "class_agnostic") with their defaults.
+// "class_agnostic", "nms") with their defaults. With nms "true" the engine ends in YoloNms built
+// with the detection settings (optimize/append_nms.h): its outputs are boxes, scores, classes and
+// num_dets instead of the raw YOLO output.
 struct KestrelParameters {
   std::string precision = "fp32";
   vision::DetectionOptions detection;
+  bool nms = false;
 };
 StatusOr<KestrelParameters> kestrel_parameters(const inference::ModelConfig& config);
 

@@ -61,6 +61,13 @@ StatusOr<std::unique_ptr<engine::Engine>> load_engine(const inference::ModelConf
   build.engine.backend = options.backend;
   build.precision = params.precision;
   build.max_batch = std::max(1, config.max_batch_size());
+  std::string nms_key;  // part of the cached engine's name
+  if (params.nms) {
+    build.nms = vision::yolo_nms_attributes(params.detection);
+    const vision::DetectionOptions& d = params.detection;
+    nms_key = fmt::format("-nms{}-{}-{}{}", d.score_threshold, d.iou_threshold, d.max_detections,
+                          d.class_agnostic ? "-agnostic" : "");
+  }
   if (path.ends_with(".kplan")) {
     log::info("model '{}' version {}: loading engine file {}", config.name(), version, path);
     engine::LoadOptions load;
@@ -75,8 +82,8 @@ StatusOr<std::unique_ptr<engine::Engine>> load_engine(const inference::ModelConf
       sha = *hash;
       std::string backend =
           options.backend == "auto" ? (engine::cuda_available() ? "cuda" : "cpu") : options.backend;
-      cached = fmt::format("{}/{}-{}-b{}-{}.kplan", options.engine_cache_dir, sha, params.precision,
-                           build.max_batch, backend);
+      cached = fmt::format("{}/{}-{}-b{}-{}{}.kplan", options.engine_cache_dir, sha,
+                           params.precision, build.max_batch, backend, nms_key);
       if (std::filesystem::exists(cached)) {
         engine::LoadOptions load;
         load.engine = build.engine;
@@ -123,6 +130,7 @@ StatusOr<std::unique_ptr<ServedModel>> ServedModel::load(inference::ModelConfig 
                                                          int64_t version,
                                                          const std::string& model_path,
                                                          const LoadOptions& options) {
+  vision::register_detection_kernels();  // engines may end in NMS (kestrel build --nms)
   KS_ASSIGN_OR_RETURN(KestrelParameters params, kestrel_parameters(config));
   auto start = std::chrono::steady_clock::now();
   KS_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> built,
@@ -279,6 +287,17 @@ void ServedModel::detect(std::span<const std::string_view> images,
                          std::shared_ptr<CancelToken> cancel, DetectCallback done) {
   if (!detector_) return done(failed_precondition("model '{}' is not a YOLO detector", name()));
   if (images.empty()) return done(invalid_argument("no image in the request"));
+  if (detector_->has_nms()) {
+    // The engine's NMS settings are fixed: a request may only be stricter about scores.
+    const vision::DetectionOptions& built = detector_->nms_options();
+    if (options.iou_threshold != built.iou_threshold ||
+        options.score_threshold < built.score_threshold) {
+      return done(invalid_argument(
+          "model '{}' runs NMS in its engine with iou_threshold {} and score_threshold {}: a "
+          "request may raise score_threshold, not lower it or change iou_threshold",
+          name(), built.iou_threshold, built.score_threshold));
+    }
+  }
   std::vector<Tensor> decoded;
   for (size_t i = 0; i < images.size(); ++i) {
     StatusOr<Tensor> image = vision::decode_image(images[i]);
@@ -320,7 +339,7 @@ void ServedModel::detect(std::span<const std::string_view> images,
       t = t.reshaped(Shape(dims));
     }
     r.inputs.push_back({engine_->inputs()[0].name, std::move(t)});
-    r.outputs.push_back(engine_->outputs()[0].name);
+    for (const std::string& name : detector_->output_names()) r.outputs.push_back(name);
     r.cancel = cancel;
     r.id = std::to_string(begin);
     requests.push_back(std::move(r));
@@ -332,16 +351,18 @@ void ServedModel::detect(std::span<const std::string_view> images,
     infer(std::move(r), [gather, detector, begin, options, done](StatusOr<InferResponse> response) {
       Status status = response.status();
       if (response.ok()) {
-        Tensor out = response->outputs[0].tensor;
+        std::vector<Tensor> outs;
+        for (const auto& o : response->outputs) outs.push_back(o.tensor);
+        Tensor& out = outs[0];  // the raw output, or NMS's boxes [N, max_det, 4]
         size_t n = static_cast<size_t>(out.rank() > 0 ? out.shape()[0] : 1);
-        if (out.rank() == 2) {  // model without a batch axis: one image per request
+        if (!detector->has_nms() && out.rank() == 2) {  // no batch axis: one image per request
           std::vector<int64_t> dims{1};
           dims.insert(dims.end(), out.shape().begin(), out.shape().end());
           out = out.reshaped(Shape(dims));
           n = 1;
         }
         StatusOr<std::vector<std::vector<vision::Detection>>> dets = detector->postprocess(
-            out, std::span<const vision::LetterboxParams>(gather->params).subspan(begin, n),
+            outs, std::span<const vision::LetterboxParams>(gather->params).subspan(begin, n),
             options);
         if (!dets.ok()) {
           status = dets.status();
