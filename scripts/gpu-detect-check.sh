@@ -3,7 +3,7 @@
 # CPU (exactness tests) and their timings, the mAP of the whole GPU path on coco-val (FP32, FP16),
 # `kestrel detect` throughput on a folder of JPEGs, and the server with NMS in the engine.
 # Runs from the bundle that `scripts/gpu-bundle.sh detect` makes; full logs go to $OUT (or ./out).
-#   .dev/bundle/gpu-detect-check.sh
+#   .dev/bundle/gpu-detect-check.sh [serve]      (serve: only the server section)
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${OUT:-$here/out}
@@ -16,6 +16,7 @@ run() { "$here/run" "$@"; }
   echo "$(nproc) CPU cores"; date -u +%Y-%m-%dT%H:%M:%SZ
 } 2>&1 | tee "$out/device.txt"
 
+if [ "${1:-}" != serve ]; then
 echo "== GPU NMS and letterbox against the CPU"
 run gpu_tests --gtest_filter='GpuNms*:GpuLetterbox*' 2>&1 | tee "$out/gpu_vision_tests.txt" |
   grep -E "^\[  (PASSED|FAILED)|Failure|SKIPPED|error" | head -30
@@ -46,6 +47,8 @@ for m in yolov5n.onnx yolov5s-randw-fp16.onnx; do
   echo "-- $m: $(tr '\r' '\n' < "$out/detect_$m.txt" | grep -E "images/s|wall" | tail -2 | tr '\n' ' ')"
 done
 
+fi  # not "serve" only
+
 echo "== server: yolov5s FP16 with NMS in the engine against raw outputs (gRPC, random input)"
 repo=$here/tmp/repo
 for name in raw nms; do
@@ -72,6 +75,7 @@ for name in raw nms; do
 done
 echo "-- yolov5s_nms /detect with JPEGs"
 run kestrel bench -m yolov5s_nms -u localhost:18000 --images "$here/shared/coco-val/images" \
-  --concurrency-range 8:32:x2 -p 2000 -r 3 --no-progress -f "$out/bench_detect_nms.csv" 2>&1 |
+  --concurrency-range 16:64:x2 -p 2000 -r 3 --no-progress -f "$out/bench_detect_nms.csv" 2>&1 |
   tail -4
+curl -s localhost:18002/metrics | grep -E "^nv_gpu_" | head -4
 kill -TERM $server; wait $server; echo "server exit code $?"

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 
 FAILURES = []
 KESTREL = None  # the binary under test
@@ -121,6 +122,16 @@ def raw_exchange(port, payload, read_until_count=1, timeout=10):
     return data
 
 
+def png_header(width, height):
+    """A PNG whose IHDR declares width x height RGB pixels, with one tiny IDAT: a bomb's header."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + \
+            struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + \
+        chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
 def test_http(srv, have_yolo, images):
     p = srv.http
     print("HTTP")
@@ -146,6 +157,7 @@ def test_http(srv, have_yolo, images):
                                      "parameters": {"binary_data_size": 32}}],
                          "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}).encode()
     raw = struct.pack("<8f", *range(8))
+    jpeg_head = open(images["bus"], "rb").read()[:3000] if have_yolo else b"\xff\xd8\xff"
     status, hdrs, data = request(p, "POST", "/v2/models/tiny/infer", header + raw,
                                  {"Inference-Header-Content-Length": str(len(header)),
                                   "Content-Type": "application/octet-stream"})
@@ -208,6 +220,13 @@ def test_http(srv, have_yolo, images):
         ("body over the limit", "/v2/models/tiny/infer", b" " * (5 << 20), {}, 413),
         ("not an image", "/v2/models/yolov5n/detect", b"GIF89a not a jpeg", {},
          400 if have_yolo else 404),
+        # Headers that declare more pixels than --max-image-pixels (4,000,000 here): refused from
+        # the header, before any pixel memory exists.
+        ("PNG declaring 3000x2000 pixels", "/v2/models/yolov5n/detect", png_header(3000, 2000), {},
+         400 if have_yolo else 404),
+        ("PNG bomb declaring 65535x65535", "/v2/models/yolov5n/detect", png_header(65535, 65535),
+         {}, 400 if have_yolo else 404),
+        ("truncated JPEG", "/v2/models/yolov5n/detect", jpeg_head, {}, 400 if have_yolo else 404),
     ]
     for what, path, payload, hdrs, want in bad:
         try:
@@ -582,6 +601,7 @@ def main():
     srv = Server(args.kestrel, ["--model-repository", repo, "--http-port", "0", "--grpc-port", "0",
                                 "--metrics-port", "0", "--backend", "cpu", "--max-body-mb", "4",
                                 "--exit-timeout-secs", "30", "--engine-cache-dir", f"{repo}.cache",
+                                "--max-image-pixels", "4000000",
                                 "--http-read-timeout-secs", "2"])
     try:
         if not srv.wait_ready():

@@ -45,6 +45,7 @@ struct ServeOptions {
   uint64_t max_body_mb = 64;
   int http_threads = 4;
   int http_read_timeout_secs = 60;
+  int64_t max_image_pixels = int64_t{64} << 20;
 };
 
 Status serve(const ServeOptions& o) {
@@ -66,6 +67,8 @@ Status serve(const ServeOptions& o) {
                             o.control_mode);
   server_options.startup_models = o.load_models;
   server_options.load.backend = o.backend;
+  if (o.max_image_pixels < 1) return invalid_argument("--max-image-pixels must be at least 1");
+  server_options.load.max_image_pixels = o.max_image_pixels;
   if (o.engine_cache_dir != "none") server_options.load.engine_cache_dir = o.engine_cache_dir;
   KS_ASSIGN_OR_RETURN(std::unique_ptr<serve::InferenceServer> server,
                       serve::InferenceServer::create(server_options));
@@ -177,6 +180,10 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--http-read-timeout-secs", o->http_read_timeout_secs,
                   "Close HTTP connections that send nothing for this long (slow or idle clients)")
       ->envname("KESTREL_HTTP_READ_TIMEOUT_SECS")
+      ->capture_default_str();
+  cmd->add_option("--max-image-pixels", o->max_image_pixels,
+                  "/detect refuses images declaring more pixels (width x height) than this")
+      ->envname("KESTREL_MAX_IMAGE_PIXELS")
       ->capture_default_str();
   cmd->callback([o] { exit_on_error(serve(*o)); });
 }

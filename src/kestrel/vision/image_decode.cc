@@ -144,6 +144,11 @@ StatusOr<JpegHeader> read_jpeg_header(tjhandle tj, std::string_view bytes) {
                           &h.height, &h.subsampling, &h.colorspace) != 0) {
     return invalid_argument("corrupt JPEG header: {}", tjGetErrorStr2(tj));
   }
+  // libjpeg reports a stream that ends before its frame header (a truncated file) as a
+  // tables-only stream: no error, no size.
+  if (h.width == 0 && h.height == 0) {
+    return invalid_argument("JPEG data ends before the frame header (truncated or tables only)");
+  }
   return h;
 }
 

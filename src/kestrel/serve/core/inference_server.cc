@@ -308,7 +308,9 @@ std::string InferenceServer::metrics_text() const {
       for (const auto& [v, m] : slot.versions)
         all.push_back({name, std::to_string(v), m->statistics_snapshot(), m->pending()});
   }
-  return render_metrics(all);
+  std::string text = render_metrics(all);
+  if (gpus_) text += render_gpu_metrics(gpus_->sample());
+  return text;
 }
 
 }  // namespace kestrel::serve

@@ -23,6 +23,7 @@
 
 #include "kestrel/base/status.h"
 #include "kestrel/protocol/grpc_service.pb.h"
+#include "kestrel/serve/core/gpu_metrics.h"
 #include "kestrel/serve/core/served_model.h"
 
 namespace kestrel::serve {
@@ -95,6 +96,8 @@ class InferenceServer {
   std::mutex load_mutex_;     // serializes load/unload
   mutable std::mutex mutex_;  // guards models_
   std::map<std::string, Slot> models_;
+  // GPU utilization and memory for the metrics; null without an NVIDIA driver.
+  std::unique_ptr<GpuMonitor> gpus_ = GpuMonitor::open();
 };
 
 }  // namespace kestrel::serve

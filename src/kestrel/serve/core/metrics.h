@@ -4,7 +4,8 @@
 // nv_inference_compute_{input,infer,output}_duration_us (counters) and
 // nv_inference_pending_request_count (gauge), each labelled model and version; plus Kestrel's
 // histograms kestrel_inference_batch_size (executed batch sizes) and
-// kestrel_inference_request_duration_seconds (request latency).
+// kestrel_inference_request_duration_seconds (request latency). GPU utilization, memory and power
+// come from gpu_metrics.h.
 //
 // Metrics are computed when scraped from each model's statistics, so recording a request costs
 // nothing beyond ModelStatistics. Note that `promtool check metrics` lints Triton's names (no

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "kestrel/serve/core/dynamic_batcher.h"
+#include "kestrel/serve/core/gpu_metrics.h"
 #include "kestrel/serve/core/inference_server.h"
 #include "kestrel/serve/core/metrics.h"
 #include "kestrel/serve/core/model_config.h"
@@ -316,6 +317,29 @@ TEST(DynamicBatcherTest, RecordsStatisticsAndMetrics) {
       text.find("kestrel_inference_batch_size_bucket{model=\"fake\",version=\"1\",le=\"4\"} 1\n"),
       std::string::npos);
   EXPECT_EQ(escape_label_value("a\"b\\c\n"), "a\\\"b\\\\c\\n");
+}
+
+TEST(MetricsTest, GpuFamiliesUnderTritonsNames) {
+  EXPECT_EQ(render_gpu_metrics({}), "");
+  const GpuSample gpus[] = {{"GPU-1234", 0.75, 80ull << 30, 3ull << 30, 312.5},
+                            {"GPU-5678", 0.0, 80ull << 30, 0, -1}};
+  const std::string text = render_gpu_metrics(gpus);
+  for (const char* line :
+       {"# TYPE nv_gpu_utilization gauge\n", "nv_gpu_utilization{gpu_uuid=\"GPU-1234\"} 0.75\n",
+        "nv_gpu_memory_total_bytes{gpu_uuid=\"GPU-1234\"} 85899345920\n",
+        "nv_gpu_memory_used_bytes{gpu_uuid=\"GPU-5678\"} 0\n",
+        "nv_gpu_power_usage{gpu_uuid=\"GPU-1234\"} 312.5\n"}) {
+    EXPECT_NE(text.find(line), std::string::npos) << line << " in\n" << text;
+  }
+  // A GPU that reports no power has no power sample.
+  EXPECT_EQ(text.find("nv_gpu_power_usage{gpu_uuid=\"GPU-5678\"}"), std::string::npos);
+  // Without a driver (CI) there is no monitor; with one, every GPU has a sample.
+  if (auto monitor = GpuMonitor::open()) {
+    for (const GpuSample& g : monitor->sample()) {
+      EXPECT_GT(g.memory_total_bytes, 0u);
+      EXPECT_GE(g.utilization, 0.0);
+    }
+  }
 }
 
 // ---- model lifecycle on the tiny model (y = x * 2 + 1, x float32 [batch, 4]) ----

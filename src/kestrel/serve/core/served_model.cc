@@ -2,11 +2,14 @@
 #include "kestrel/serve/core/served_model.h"
 
 #include <algorithm>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <random>
+#include <thread>
 
 #include "kestrel/base/logging.h"
 #include "kestrel/engine/backends.h"
@@ -18,6 +21,14 @@
 
 namespace kestrel::serve {
 namespace {
+
+// Where /detect requests decode and letterbox their images: one thread per core, shared by every
+// model, so that the HTTP I/O threads only parse and answer.
+boost::asio::thread_pool& preprocessing_pool() {
+  static auto* pool =
+      new boost::asio::thread_pool(std::max(1u, std::thread::hardware_concurrency()));
+  return *pool;  // never destroyed: tasks may still run while the process exits
+}
 
 int instance_count(const inference::ModelConfig& config) {
   int count = 0;
@@ -140,6 +151,7 @@ StatusOr<std::unique_ptr<ServedModel>> ServedModel::load(inference::ModelConfig 
   m->engine_ = std::move(built);
   m->version_ = version;
   m->detection_defaults_ = params.detection;
+  m->decode_options_.max_pixels = options.max_image_pixels;
   // A model configured from its ONNX batches when the engine's batch axis is variable.
   if (config.max_batch_size() > 0 && !m->engine_->inputs().empty()) {
     const ir::SymShape& s = m->engine_->inputs()[0].type.shape;
@@ -298,9 +310,22 @@ void ServedModel::detect(std::span<const std::string_view> images,
           name(), built.iou_threshold, built.score_threshold));
     }
   }
+  std::vector<std::string_view> owned(images.begin(), images.end());
+  std::shared_ptr<ServedModel> self = weak_from_this().lock();
+  if (!self) return decode_and_detect(owned, options, std::move(cancel), std::move(done));
+  boost::asio::post(preprocessing_pool(),
+                    [self, owned = std::move(owned), options, cancel = std::move(cancel),
+                     done = std::move(done)]() mutable {
+                      self->decode_and_detect(owned, options, std::move(cancel), std::move(done));
+                    });
+}
+
+void ServedModel::decode_and_detect(const std::vector<std::string_view>& images,
+                                    const vision::DetectionOptions& options,
+                                    std::shared_ptr<CancelToken> cancel, DetectCallback done) {
   std::vector<Tensor> decoded;
   for (size_t i = 0; i < images.size(); ++i) {
-    StatusOr<Tensor> image = vision::decode_image(images[i]);
+    StatusOr<Tensor> image = vision::decode_image(images[i], decode_options_);
     if (!image.ok())
       return done(
           Status(image.status().code(), fmt::format("image {}: {}", i, image.status().message())));

@@ -23,6 +23,7 @@
 #include "kestrel/serve/core/model_statistics.h"
 #include "kestrel/serve/core/request.h"
 #include "kestrel/vision/detector.h"
+#include "kestrel/vision/image.h"
 
 namespace kestrel::serve {
 
@@ -32,6 +33,9 @@ struct LoadOptions {
   // precision, max batch and backend, and loaded instead of rebuilt next time (a file built for
   // another GPU or Kestrel version fails its checks and is rebuilt). Empty: no cache.
   std::string engine_cache_dir;
+  // /detect refuses images whose header declares more pixels than this (checked before any
+  // pixel memory is allocated: decompression bombs cost nothing).
+  int64_t max_image_pixels = int64_t{64} << 20;
 };
 
 // One image's detections for the detect endpoint.
@@ -41,7 +45,7 @@ struct DetectResult {
 };
 using DetectCallback = std::function<void(StatusOr<std::vector<DetectResult>>)>;
 
-class ServedModel {
+class ServedModel : public std::enable_shared_from_this<ServedModel> {
  public:
   // `config` has been parsed and validated (or is default_model_config()); its name is the model's.
   // `model_path` is an ONNX file (built, through the engine cache) or a .kplan engine file.
@@ -61,8 +65,11 @@ class ServedModel {
   // On error `done` is called with it (INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, ...).
   void infer(InferRequest request, InferCallback done);
 
-  // Decodes and letterboxes the images on the calling thread, runs them through the same scheduler
-  // as one request, and applies decode + NMS. FAILED_PRECONDITION when the model is no detector.
+  // Decodes and letterboxes the images, runs them through the same scheduler as one request, and
+  // applies decode + NMS (or reads the detections of an engine with NMS). The decoding runs on the
+  // server's pre-processing pool (one thread per core), not on the caller's thread, when the model
+  // is owned by a shared_ptr (as the server owns it); the bytes `images` point to must stay valid
+  // until `done` is called. FAILED_PRECONDITION when the model is no detector.
   void detect(std::span<const std::string_view> images, const vision::DetectionOptions& options,
               std::shared_ptr<CancelToken> cancel, DetectCallback done);
   // Kestrel's detection defaults from the configuration's parameters.
@@ -78,12 +85,17 @@ class ServedModel {
  private:
   ServedModel() = default;
   Status warm_up();
+  // detect() after its checks, on the calling thread.
+  void decode_and_detect(const std::vector<std::string_view>& images,
+                         const vision::DetectionOptions& options,
+                         std::shared_ptr<CancelToken> cancel, DetectCallback done);
 
   inference::ModelConfig config_;
   int64_t version_ = 0;
   std::shared_ptr<engine::Engine> engine_;
   std::shared_ptr<vision::Detector> detector_;
   vision::DetectionOptions detection_defaults_;
+  vision::DecodeOptions decode_options_;
   ModelStatistics stats_;
   std::unique_ptr<DynamicBatcher> batcher_;
 };
