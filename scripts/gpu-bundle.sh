@@ -26,5 +26,5 @@ else
 fi
 mkdir -p .dev/bundle/shared/images
 cp "$shared"/images/*.jpg .dev/bundle/shared/images/
-cp scripts/gpu-check.sh scripts/gpu-detect-check.sh tests/bench/overhead.sh .dev/bundle/
+cp scripts/gpu-check.sh scripts/gpu-detect-check.sh tests/bench/overhead.sh bench/paper/run.sh .dev/bundle/
 du -sh .dev/bundle

@@ -13,19 +13,23 @@
 # sweeps the concurrency over gRPC with raw tensors, and over HTTP /detect with JPEGs for
 # gpu-fp16-db. Every run writes CSV and JSON; one HTML report overlays them.
 #
-#   bench/paper/run.sh KESTREL MODELS_DIR IMAGES_DIR OUT_DIR [quick]
-#   (scripts/gpu-check.sh runs it from the GPU bundle: RUN is the bundle's runner)
+# Last, the cold start of each GPU setting: `kestrel bench --cold-start -- kestrel serve ...` times
+# process start -> ready -> first answer with an empty engine cache (the engine is built) and again
+# with the cache the first start filled, with the peak host and GPU memory; cold-start.txt.
+#
+#   bench/paper/run.sh KESTREL MODELS_DIR IMAGES_DIR OUT_DIR [quick|cold]
+#   (quick: fewer concurrency levels; cold: only the cold starts. scripts/gpu-check.sh runs it from
+#   the GPU bundle: RUN is the bundle's runner)
 set -uo pipefail
-kestrel=$1 models=$2 images=$3 out=$4 quick=${5:-}
+kestrel=$1 models=$2 images=$3 out=$4 mode=${5:-}
 run=${RUN:-}
 mkdir -p "$out"
 levels=1:128:x2
 window=1500
-[ "$quick" = quick ] && levels=1:16:x4 window=1000
+[ "$mode" = quick ] && levels=1:16:x4 window=1000
 
-serve_setting() {  # name model precision batching backend
-  local name=$1 model=$2 precision=$3 batching=$4 backend=$5
-  local repo="$out/repo-$name" stem
+make_repo() {  # name model precision batching -> prints the repository
+  local name=$1 model=$2 precision=$3 batching=$4 repo="$out/repo-$1" stem
   stem=$(basename "$model" .onnx)
   rm -rf "$repo"; mkdir -p "$repo/$stem/1"
   cp "$model" "$repo/$stem/1/model.onnx"
@@ -35,6 +39,37 @@ serve_setting() {  # name model precision batching backend
     [ "$batching" = yes ] && echo "dynamic_batching { max_queue_delay_microseconds: 2000 }"
     echo "instance_group [ { count: 2 } ]"
   } > "$repo/$stem/config.pbtxt"
+  echo "$repo"
+}
+
+cold_starts() {
+  mkdir -p "$out/cold"
+  : > "$out/cold-start.txt"
+  for spec in "yolov5n.onnx fp32" "yolov5n.onnx fp16" "yolov5s-randw-fp16.onnx fp16"; do
+    set -- $spec
+    local stem=${1%.onnx} repo
+    repo=$(make_repo "cold-${stem%%-*}-$2" "$models/$1" "$2" no)
+    rm -rf "$out/cold/engines-$stem-$2"
+    for cache in empty filled; do
+      local name="${stem%%-*}-gpu-$2-$cache-cache"
+      $run "$kestrel" bench --cold-start -m "$stem" -i grpc -u localhost:18101 \
+        --concurrency-range 1:1 -p 500 -r 3 --no-progress --label "$name" \
+        --json "$out/cold/$name.json" -- "$kestrel" serve --model-repository "$repo" \
+        --backend cuda --http-port 18100 --grpc-port 18101 --metrics-port 18102 \
+        --engine-cache-dir "$out/cold/engines-$stem-$2" > "$out/cold/$name.txt" 2>&1
+      echo "$name: $(grep -m1 'cold start:' "$out/cold/$name.txt")" | tee -a "$out/cold-start.txt"
+    done
+  done
+}
+
+if [ "$mode" = cold ]; then
+  cold_starts
+  exit 0
+fi
+
+serve_setting() {  # name model precision batching backend
+  local name=$1 model=$2 precision=$3 batching=$4 backend=$5 repo
+  repo=$(make_repo "$name" "$model" "$precision" "$batching")
   $run "$kestrel" serve --model-repository "$repo" --backend "$backend" --http-port 18100 \
     --grpc-port 18101 --metrics-port 18102 --engine-cache-dir "$out/engines" \
     > "$out/serve-$name.log" 2>&1 &
@@ -81,3 +116,4 @@ for model in "$models/yolov5n.onnx" "$models/yolov5s-randw-fp16.onnx"; do
   done
 done
 $run "$kestrel" bench report "$out/paper.html" "$out"/*.json && echo "report: $out/paper.html"
+cold_starts

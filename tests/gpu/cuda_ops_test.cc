@@ -41,8 +41,10 @@ struct OpCase {
   Attributes attrs;
   std::vector<size_t> constants = {};  // inputs that are graph constants (weights)
   size_t outputs = 1;
-  std::vector<Tensor> fixed = {};  // inputs given explicitly (index-aligned; undefined: random)
-  bool positive = false;           // random inputs in (0.1, 2) instead of (-2, 2)
+  std::vector<Tensor> fixed = {};    // inputs given explicitly (index-aligned; undefined: random)
+  bool positive = false;             // random inputs in (0.1, 2) instead of (-2, 2)
+  std::vector<DType> dtypes = {};    // the element types it runs in (empty: every one)
+  std::vector<size_t> omitted = {};  // optional inputs left out (before later ones given)
 };
 
 Attributes attrs(std::initializer_list<std::pair<std::string, AttributeValue>> list) {
@@ -192,6 +194,55 @@ std::vector<OpCase> all_cases() {
                    "Concat",
                    {Shape{2, 4, 3}, Shape{2, 4, 5}},
                    attrs({{"axis", int64_t{-1}}})});
+  // FusedConcat (optimize/fuse_concat.h): parts with their convolution epilogues. Channels-last
+  // C3 shapes take the 16-byte path; odd widths, NCHW and more than 8 parts (two launches) the
+  // others.
+  auto fused_concat = [](int64_t axis, std::vector<std::string> acts, ints biases, ints residuals) {
+    const size_t n = acts.size();
+    return attrs({{"axis", axis},
+                  {"num_parts", static_cast<int64_t>(n)},
+                  {"activations", acts},
+                  {"activation_alpha", std::vector<float>(n, 0.1f)},
+                  {"activation_beta", std::vector<float>(n, 0.6f)},
+                  {"bias_inputs", biases},
+                  {"residual_inputs", residuals}});
+  };
+  cases.push_back(
+      {"FusedConcat C3 NHWC",
+       "FusedConcat",
+       {Shape{2, 10, 12, 32}, Shape{2, 10, 12, 32}, Shape{32}, Shape{2, 10, 12, 32}, Shape{32}},
+       fused_concat(3, {"Silu", "Silu"}, {2, 4}, {3, -1}),
+       {2, 4}});
+  cases.push_back({"FusedConcat odd widths",
+                   "FusedConcat",
+                   {Shape{2, 5, 7, 3}, Shape{2, 5, 7, 6}, Shape{2, 5, 7, 5}, Shape{6}},
+                   fused_concat(-1, {"", "LeakyRelu", "HardSwish"}, {-1, 3, -1}, {-1, -1, -1}),
+                   {3}});
+  cases.push_back({"FusedConcat NCHW",
+                   "FusedConcat",
+                   {Shape{2, 3, 6, 8}, Shape{2, 5, 6, 8}, Shape{3}, Shape{5}, Shape{2, 5, 6, 8}},
+                   fused_concat(1, {"Relu", "Clip"}, {2, 3}, {-1, 4}),
+                   {2, 3}});
+  {
+    std::vector<Shape> shapes;
+    std::vector<std::string> acts;
+    ints biases, residuals;
+    const std::vector<std::string> kinds = {"Silu", "", "Sigmoid", "HardSigmoid", "Relu"};
+    for (int k = 0; k < 10; ++k) {
+      shapes.push_back(Shape{3, 4, 4, 8});
+      acts.push_back(kinds[static_cast<size_t>(k) % kinds.size()]);
+      biases.push_back(10 + k);
+      residuals.push_back(-1);
+    }
+    ints constant;
+    for (int k = 0; k < 10; ++k) {
+      shapes.push_back(Shape{8});
+      constant.push_back(10 + k);
+    }
+    std::vector<size_t> constants(constant.begin(), constant.end());
+    cases.push_back({"FusedConcat 10 parts", "FusedConcat", shapes,
+                     fused_concat(3, acts, biases, residuals), constants});
+  }
   cases.push_back({"Split YOLO head",
                    "Split",
                    {Shape{2, 3, 20, 20, 85}, Shape{3}},
@@ -340,6 +391,250 @@ std::vector<OpCase> all_cases() {
                      small,
                      {1}});
   }
+
+  // FusedConv through cuDNN's fused graph (runtime/cuda/conv_fused_graph.h), channels-last:
+  // pinned with kestrel_kernel=graph in float16 only (float32 has no graph without kestrel_tf32),
+  // over YOLO's kernel sizes, strides and channel counts, batch 1 and 4, with and without bias and
+  // residual, every activation the graph expresses; then one unpinned case per activation, which
+  // the autotuner decides (both types).
+  auto graph_conv = [&](int64_t n, int64_t c, int64_t hw, int64_t k, int64_t kernel, int64_t stride,
+                        bool with_bias, bool with_residual, const std::string& act, bool pinned) {
+    const int64_t pad = kernel / 2;
+    const int64_t out = (hw + 2 * pad - kernel) / stride + 1;
+    Attributes a = attrs({{"pads", ints{pad, pad, pad, pad}},
+                          {"strides", ints{stride, stride}},
+                          {"activation", act},
+                          {"activation_alpha", act == "LeakyRelu" ? 0.1f : 0.f},
+                          {"activation_beta", act == "Clip" ? 1.5f : 0.f},
+                          {"channels_last", int64_t{1}}});
+    if (pinned) a.set("kestrel_kernel", std::string("graph"));
+    OpCase oc{fmt::format("FusedConv NHWC {}x{}/{} {}->{} n{}{}{} {}{}", kernel, kernel, stride, c,
+                          k, n, with_bias ? " bias" : "", with_residual ? " + residual" : "",
+                          act.empty() ? "none" : act, pinned ? " (graph)" : " (autotuned)"),
+              "FusedConv",
+              {Shape{n, hw, hw, c}, Shape{k, kernel, kernel, c}, Shape{k}},
+              a,
+              {1, 2}};
+    if (!with_bias) {
+      oc.constants = {1};
+      oc.omitted = {2};
+    }
+    if (with_residual) {
+      oc.shapes.push_back(Shape{n, out, out, k});
+    } else if (!with_bias) {
+      oc.shapes.pop_back();
+    }
+    if (pinned) oc.dtypes = {DType::kFloat16};
+    cases.push_back(std::move(oc));
+  };
+  graph_conv(4, 16, 20, 32, 3, 1, true, false, "Silu", true);
+  graph_conv(4, 32, 20, 32, 3, 1, true, true, "Silu", true);
+  graph_conv(1, 32, 21, 64, 3, 2, true, false, "Relu", true);
+  graph_conv(4, 64, 16, 128, 3, 2, true, true, "Sigmoid", true);
+  graph_conv(1, 64, 12, 64, 3, 1, true, false, "", true);
+  graph_conv(1, 16, 12, 16, 3, 1, false, true, "", true);
+  graph_conv(4, 32, 12, 48, 3, 1, true, false, "LeakyRelu", true);
+  graph_conv(1, 256, 10, 256, 3, 1, true, true, "Silu", true);
+  graph_conv(4, 64, 16, 32, 1, 1, true, false, "Silu", true);
+  graph_conv(1, 128, 10, 256, 1, 1, true, true, "Silu", true);
+  graph_conv(1, 256, 8, 128, 1, 1, false, false, "", true);
+  graph_conv(4, 32, 15, 16, 1, 2, true, false, "Relu", true);
+  graph_conv(1, 48, 10, 64, 1, 1, true, true, "Clip", true);
+  graph_conv(4, 16, 16, 16, 1, 1, false, false, "Sigmoid", true);
+  for (const char* act : {"Silu", "Relu", "Sigmoid", ""}) {
+    graph_conv(4, 32, 20, 64, 3, 1, true, true, act, false);
+  }
+
+  // Data movement (movement.cu, resize.cu, pool.cu): every path, and in float32 and float16 each
+  // access width, from 16 bytes down to one element (odd channel counts, unaligned rows).
+  auto transpose = [&](std::string name, Shape shape, ints perm) {
+    cases.push_back({"Transpose " + name, "Transpose", {shape}, attrs({{"perm", perm}})});
+  };
+  transpose("NCHW->NHWC C=3 (tiled, long A)", Shape{2, 3, 64, 64}, {0, 2, 3, 1});
+  transpose("NHWC->NCHW C=3 (tiled, long B)", Shape{2, 64, 64, 3}, {0, 3, 1, 2});
+  transpose("rank 3 (tiled, no batch axis)", Shape{64, 48, 40}, {2, 0, 1});
+  transpose("unit axes dropped (tiled)", Shape{1, 70, 1, 90}, {3, 2, 1, 0});
+  transpose("rank 6 (tiled fp32, gather fp16)", Shape{2, 3, 40, 2, 3, 36}, {5, 1, 0, 3, 4, 2});
+  transpose("rank 6 (gather)", Shape{2, 3, 4, 5, 6, 7}, {5, 3, 1, 0, 4, 2});
+  transpose("rows of 85 (gather 4/2 B)", Shape{2, 20, 20, 3, 85}, {0, 3, 1, 2, 4});
+  transpose("rows of 8 (gather 16 B)", Shape{2, 3, 4, 8}, {0, 2, 1, 3});
+  transpose("rows of 6 (gather 8/4 B)", Shape{3, 5, 6}, {1, 0, 2});
+  transpose("rank 5 rows kept", Shape{2, 3, 4, 5, 16}, {3, 1, 0, 2, 4});
+  transpose("identity (one copy)", Shape{2, 3, 4}, {0, 1, 2});
+  transpose("unit axis moved (one copy)", Shape{2, 1, 3}, {1, 0, 2});
+  cases.push_back({"Transpose default perm", "Transpose", {Shape{4, 5, 6}}, {}});
+  auto concat = [&](std::string name, std::vector<Shape> shapes, int64_t axis) {
+    cases.push_back({"Concat " + name, "Concat", std::move(shapes), attrs({{"axis", axis}})});
+  };
+  concat("NHWC C=3+6 (2/4 B)", {Shape{2, 5, 7, 3}, Shape{2, 5, 7, 6}}, -1);
+  concat("NHWC C=2+4 (8/4 B)", {Shape{2, 6, 6, 2}, Shape{2, 6, 6, 4}}, 3);
+  concat("NHWC C=64+64 (16 B)", {Shape{2, 8, 8, 64}, Shape{2, 8, 8, 64}}, -1);
+  concat("axis 0", {Shape{3, 4, 5}, Shape{2, 4, 5}}, 0);
+  std::vector<Shape> many(35, Shape{2, 3, 4});
+  many[7] = Shape{2, 0, 4};  // an empty slice among them
+  many[20] = Shape{2, 5, 4};
+  concat("35 inputs (two launches)", many, 1);
+  auto split = [&](std::string name, Shape shape, int64_t axis, std::vector<int64_t> sizes) {
+    const size_t n = sizes.size();
+    cases.push_back({"Split " + name,
+                     "Split",
+                     {shape, Shape{static_cast<int64_t>(n)}},
+                     attrs({{"axis", axis}}),
+                     {1},
+                     n,
+                     {Tensor(), Tensor::from_vector<int64_t>({static_cast<int64_t>(n)}, sizes)}});
+  };
+  split("NHWC 64 -> 32+32 (16 B)", Shape{2, 8, 8, 64}, -1, {32, 32});
+  split("odd widths", Shape{2, 5, 7}, 2, {3, 4});
+  split("axis 0 with an empty part", Shape{5, 4, 6}, 0, {2, 0, 3});
+  cases.push_back({"Split num_outputs",
+                   "Split",
+                   {Shape{2, 6, 10}},
+                   attrs({{"axis", int64_t{1}}, {"num_outputs", int64_t{3}}}),
+                   {},
+                   3});
+  auto resize = [&](std::string name, Shape shape, std::vector<float> scales, Attributes a) {
+    cases.push_back({"Resize " + name,
+                     "Resize",
+                     {shape, Shape{0}, Shape{4}},
+                     std::move(a),
+                     {2},
+                     1,
+                     {Tensor(), Tensor(), Tensor::from_vector<float>({4}, scales)}});
+  };
+  const Attributes yolo_upsample =
+      attrs({{"mode", std::string("nearest")},
+             {"coordinate_transformation_mode", std::string("asymmetric")},
+             {"nearest_mode", std::string("floor")}});
+  const Attributes half_pixel = attrs({{"mode", std::string("nearest")}});
+  resize("NHWC x2 C=64 (16 B)", Shape{2, 10, 10, 64}, {1, 2, 2, 1}, yolo_upsample);
+  resize("NHWC x2 C=3 (4/2 B)", Shape{2, 7, 9, 3}, {1, 2, 2, 1}, yolo_upsample);
+  resize("NHWC x1.5 half_pixel C=6 (8/4 B)", Shape{1, 8, 8, 6}, {1, 1.5f, 1.5f, 1}, half_pixel);
+  resize("NCHW x2 rows of 14 (runs of 2)", Shape{1, 3, 5, 7}, {1, 1, 2, 2}, yolo_upsample);
+  resize("NCHW x1.5 rows of 7 (elements)", Shape{1, 2, 5, 5}, {1, 1, 1.5f, 1.5f}, half_pixel);
+  // Coordinates from the fractional output width (scale * input size), as the CPU reference does.
+  auto nearest = [&](const char* coordinates, const char* rounding) {
+    return attrs({{"mode", std::string("nearest")},
+                  {"coordinate_transformation_mode", std::string(coordinates)},
+                  {"nearest_mode", std::string(rounding)}});
+  };
+  resize("NHWC x3.5,x3 align_corners", Shape{1, 11, 9, 5}, {1, 3.5f, 3, 1},
+         nearest("align_corners", "floor"));
+  resize("NCHW 3->1 pytorch_half_pixel", Shape{1, 2, 3, 4}, {1, 1, 0.4f, 1},
+         nearest("pytorch_half_pixel", "round_prefer_ceil"));
+  resize("NCHW x1.7,x0.6 half_pixel_symmetric", Shape{1, 2, 5, 7}, {1, 1, 1.7f, 0.6f},
+         nearest("half_pixel_symmetric", "round_prefer_floor"));
+  resize("NCHW x2 wide (no tables)", Shape{1, 2, 2, 6200}, {1, 1, 2, 2}, yolo_upsample);
+  resize("NHWC x2 wide (no tables)", Shape{1, 2, 6200, 4}, {1, 2, 2, 1}, yolo_upsample);
+  auto pool = [&](std::string name, const char* op, Shape shape, Attributes a) {
+    a.set("kestrel_channels_last", int64_t{1});
+    cases.push_back({std::string(op) + " NHWC " + name, op, {shape}, std::move(a)});
+  };
+  const Attributes sppf =
+      attrs({{"kernel_shape", ints{5, 5}}, {"pads", ints{2, 2, 2, 2}}, {"strides", ints{1, 1}}});
+  const Attributes strided_ceil = attrs({{"kernel_shape", ints{3, 3}},
+                                         {"pads", ints{1, 1, 1, 1}},
+                                         {"strides", ints{2, 2}},
+                                         {"ceil_mode", int64_t{1}}});
+  pool("SPPF 5x5 C=64 (16 B)", "MaxPool", Shape{2, 20, 20, 64}, sppf);
+  pool("3x3/2 ceil C=3 (1 lane)", "MaxPool", Shape{2, 9, 11, 3}, strided_ceil);
+  pool("3x3/2 ceil C=6 (2 lanes)", "MaxPool", Shape{1, 9, 11, 6}, strided_ceil);
+  pool("5x5 C=12 (4 lanes)", "MaxPool", Shape{1, 7, 6, 12}, sppf);
+  pool(
+      "3x3 dilated C=4", "MaxPool", Shape{1, 12, 12, 4},
+      attrs({{"kernel_shape", ints{3, 3}}, {"dilations", ints{2, 2}}, {"pads", ints{1, 2, 2, 1}}}));
+  pool("count pads C=8", "AveragePool", Shape{1, 9, 9, 8},
+       attrs({{"kernel_shape", ints{3, 3}},
+              {"pads", ints{1, 1, 1, 1}},
+              {"count_include_pad", int64_t{1}}}));
+  pool("3x3/2 ceil C=5", "AveragePool", Shape{2, 9, 9, 5}, strided_ceil);
+
+  // yolov5s at batch 32 (FP16 NHWC engine): what `--perf` reports for the lead's GB/s table.
+  transpose("perf: input NCHW->NHWC [32,3,640,640]", Shape{32, 3, 640, 640}, {0, 2, 3, 1});
+  transpose("perf: head [32,80,80,3,85]->[32,3,80,80,85]", Shape{32, 80, 80, 3, 85},
+            {0, 3, 1, 2, 4});
+  concat("perf: 2x[32,80,80,128] axis -1", {Shape{32, 80, 80, 128}, Shape{32, 80, 80, 128}}, -1);
+  concat("perf: head outputs axis 1",
+         {Shape{32, 19200, 85}, Shape{32, 4800, 85}, Shape{32, 1200, 85}}, 1);
+  split("perf: head [32,3,80,80,85] -> 2+2+81", Shape{32, 3, 80, 80, 85}, 4, {2, 2, 81});
+  resize("perf: NHWC x2 [32,40,40,256]", Shape{32, 40, 40, 256}, {1, 2, 2, 1}, yolo_upsample);
+  resize("perf: NCHW x2 [32,256,40,40]", Shape{32, 256, 40, 40}, {1, 1, 2, 2}, yolo_upsample);
+  pool("perf: SPPF 5x5 [32,20,20,256]", "MaxPool", Shape{32, 20, 20, 256}, sppf);
+
+  // FusedElementwise (fused_elementwise.cu): register programs over broadcast inputs; the four-wide
+  // path (innermost size a multiple of 4, inputs contiguous or broadcast along it) and the
+  // one-element path, 8 and 32 registers, 8 inputs, high ranks.
+  auto fused = [&](std::string name, std::vector<Shape> shapes, std::vector<std::string> ops,
+                   ints args, std::vector<float> params, std::vector<size_t> constants = {},
+                   bool positive = false) {
+    Attributes a = attrs({{"ops", std::move(ops)}, {"args", std::move(args)}});
+    if (!params.empty()) a.set("params", std::move(params));
+    cases.push_back({"FusedElementwise " + name,
+                     "FusedElementwise",
+                     std::move(shapes),
+                     a,
+                     std::move(constants),
+                     1,
+                     {},
+                     positive});
+  };
+  // YOLO's box decoding: xy * 2 + grid, * stride; (wh * 2) ^ 2 * anchors (grid, anchors constant).
+  const std::vector<std::string> xy = {"Const", "Mul", "Add", "Const", "Mul"};
+  const ints xy_args = {-1, -1, 0, 2, 3, 1, -1, -1, 4, 5};
+  const std::vector<std::string> wh = {"Const", "Mul", "Const", "Pow", "Mul"};
+  const ints wh_args = {-1, -1, 0, 2, -1, -1, 3, 4, 5, 1};
+  fused("YOLO xy", {Shape{2, 3, 80, 80, 2}, Shape{1, 3, 80, 80, 2}}, xy, xy_args,
+        {2, 0, 0, 0, 0, 0, 8, 0, 0, 0}, {1});
+  fused("YOLO wh", {Shape{2, 3, 40, 40, 2}, Shape{1, 3, 40, 40, 2}}, wh, wh_args,
+        {2, 0, 0, 0, 2, 0, 0, 0, 0, 0}, {1}, true);
+  // SiLU of a per-channel sum, channels-first (bias broadcast inside each vector) and last.
+  const std::vector<std::string> silu = {"Add", "Sigmoid", "Mul"};
+  const ints silu_args = {0, 1, 2, -1, 2, 3};
+  fused("SiLU + bias NCHW", {Shape{2, 16, 20, 20}, Shape{16, 1, 1}}, silu, silu_args, {}, {1});
+  fused("SiLU + bias NHWC", {Shape{2, 20, 20, 16}, Shape{16}}, silu, silu_args, {}, {1});
+  // Odd sizes (one element per thread), a scalar input, two-way and high-rank broadcasts.
+  fused("odd shape + scalar", {Shape{2, 3, 17, 19}, Shape{2, 3, 17, 19}, Shape{}},
+        {"Mul", "Add", "Tanh"}, {0, 1, 3, 2, 4, -1}, {});
+  fused("two-way broadcast", {Shape{1, 3, 1, 5}, Shape{2, 1, 4, 1}}, {"Sub", "Abs", "Sqrt"},
+        {0, 1, 2, -1, 3, -1}, {});
+  fused("rank 6", {Shape{2, 1, 3, 1, 4, 5}, Shape{1, 2, 1, 3, 4, 1}}, {"Mul", "Exp", "HardSwish"},
+        {0, 1, 2, -1, 3, -1}, {});
+  fused("scalar output", {Shape{}, Shape{1}}, {"Max", "Sigmoid"}, {0, 1, 2, -1}, {});
+  // Eight inputs summed.
+  std::vector<Shape> eight(8, Shape{2, 3, 8, 8});
+  ints sum_args = {0, 1};
+  for (int64_t k = 2; k < 8; ++k) sum_args.insert(sum_args.end(), {6 + k, k});
+  fused("8 inputs", eight, std::vector<std::string>(7, "Add"), sum_args, {});
+  // Every two-operand instruction (positive inputs, for Pow).
+  fused("binary instructions", {Shape{4, 8, 33}, Shape{4, 8, 33}},
+        {"Add", "Sub", "Mul", "Div", "Pow", "Min", "Max", "Add"},
+        {0, 1, 0, 1, 2, 3, 4, 1, 0, 1, 5, 6, 5, 6, 7, 8}, {}, {}, true);
+  // Every one-operand instruction on x, summed: fifteen live values need the 32-register kernel.
+  {
+    std::vector<std::string> ops = {
+        "Abs",       "Const",       "Add",  "Log",     "Sqrt", "Reciprocal",
+        "Tanh",      "Exp",         "Neg",  "Sigmoid", "Relu", "LeakyRelu",
+        "HardSwish", "HardSigmoid", "Clip", "Floor",   "Ceil", "Round"};
+    ints args = {0, -1, -1, -1, 1, 2, 3, -1, 3, -1, 3, -1};  // |x| + 0.5 feeds Log, Sqrt, 1/.
+    for (int i = 0; i < 12; ++i) args.insert(args.end(), {0, -1});
+    std::vector<float> params(2 * ops.size(), 0.f);
+    params[2] = 0.5f;    // Const
+    params[22] = 0.1f;   // LeakyRelu's slope
+    params[26] = 0.3f;   // HardSigmoid's alpha
+    params[27] = 0.4f;   // and beta
+    params[28] = -0.5f;  // Clip's min
+    params[29] = 0.7f;   // and max
+    int64_t acc = 4;     // Log's result
+    for (int64_t v = 5; v <= 18; ++v) {
+      ops.push_back("Add");
+      args.insert(args.end(), {acc, v});
+      params.insert(params.end(), {0.f, 0.f});
+      acc = static_cast<int64_t>(ops.size());  // N = 1: instruction j is value j + 1
+    }
+    fused("unary instructions (32 registers)", {Shape{3, 5, 16}}, ops, args, params);
+  }
+  fused("perf: YOLO xy [32,3,80,80,2]", {Shape{32, 3, 80, 80, 2}, Shape{1, 3, 80, 80, 2}}, xy,
+        xy_args, {2, 0, 0, 0, 0, 0, 8, 0, 0, 0}, {1});
   return cases;
 }
 
@@ -354,12 +649,13 @@ TEST_P(CudaOpsTest, EveryKernelMatchesTheCpuReference) {
   std::mt19937 rng(2026);
   if (g_perf) fmt::print("{:<44} {:>10}\n", "case", "GPU ms");
   for (const OpCase& c : all_cases()) {
+    if (!c.dtypes.empty() && std::count(c.dtypes.begin(), c.dtypes.end(), dtype) == 0) continue;
     std::vector<Tensor> inputs;
     for (size_t i = 0; i < c.shapes.size(); ++i) {
       if (i < c.fixed.size() && c.fixed[i].defined())
         inputs.push_back(c.fixed[i]);
-      else if (c.op == "Resize" && i == 1)
-        inputs.push_back(Tensor());  // omitted roi
+      else if ((c.op == "Resize" && i == 1) || std::count(c.omitted.begin(), c.omitted.end(), i))
+        inputs.push_back(Tensor());  // an omitted optional input
       else
         inputs.push_back(random_tensor(c.shapes[i], dtype, rng, c.positive));
     }

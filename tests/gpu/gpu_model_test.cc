@@ -1,10 +1,13 @@
 // The real YOLOv5 models on the GPU engine (optimized graph, CUDA kernels): the float32 engine
 // reproduces PyTorch's float64 output on bus.jpg with relative L2 error below 1e-4, at batch 1 and
-// inside a batch of 4; every node runs on the GPU; float16 engines run and stay close to float32.
+// inside a batch of 4; every node runs on the GPU; float16 engines run and stay close to float32;
+// running out of GPU memory is an error the engine survives.
 // Skips without a GPU or without ../shared (set KESTREL_SHARED to the data folder).
+#include <cuda_runtime.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -57,13 +60,14 @@ double relative_l2(const double* a, const double* b, size_t n) {
 }
 
 std::unique_ptr<engine::Engine> build(const std::string& model, const std::string& precision,
-                                      const std::string& layout = "auto") {
+                                      const std::string& layout = "auto",
+                                      const std::string& backend = "cuda") {
   StatusOr<std::unique_ptr<ir::Graph>> g =
       onnx::import_model_file((shared_dir() / "models" / model).string());
   EXPECT_TRUE(g.ok()) << g.status();
   if (!g.ok()) return nullptr;
   engine::BuildOptions options;
-  options.engine.backend = "cuda";
+  options.engine.backend = backend;
   options.precision = precision;
   options.layout = layout;
   engine::BuildReport report;
@@ -160,6 +164,95 @@ TEST(GpuModelTest, Float16ModelRunsOnTheGpu) {
   StatusOr<std::vector<Tensor>> out = e->run({{"images", x}});
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ((*out)[0].shape(), (Shape{2, 25200, 85}));
+}
+
+// GPU out-of-memory is an error the caller survives: a batch size whose planned arena is twice the
+// GPU's memory makes memory_report (which creates that batch's execution context) answer
+// RESOURCE_EXHAUSTED naming the bytes, leaves no sticky CUDA error and no half-made context, and
+// batch 1 still runs right afterwards (the same output as the CPU engine).
+TEST(GpuModelTest, OutOfMemoryIsAnErrorTheEngineSurvives) {
+  REQUIRE_GPU_AND_DATA();
+  auto e = build("yolov5n.onnx", "fp32");
+  ASSERT_TRUE(e);
+  const ir::SymDim& batch_dim = e->inputs()[0].type.shape[0];
+  ASSERT_TRUE(batch_dim.is_symbolic());
+  const std::string batch = batch_dim.symbol_name();
+  StatusOr<engine::Engine::MemoryReport> one = e->memory_report({{batch, 1}});
+  ASSERT_TRUE(one.ok()) << one.status();
+  ASSERT_GT(one->arena_bytes, 0u);
+  size_t free = 0, total = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free, &total), cudaSuccess);
+  // Activations grow in proportion to the batch.
+  const auto huge = static_cast<int64_t>(2 * total / one->arena_bytes + 1);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    StatusOr<engine::Engine::MemoryReport> too_big = e->memory_report({{batch, huge}});
+    ASSERT_FALSE(too_big.ok()) << "batch " << huge << " planned " << too_big->arena_bytes
+                               << " bytes on a GPU of " << total;
+    fmt::print("batch {} (arena at batch 1: {} bytes, GPU: {} bytes): {}\n", huge, one->arena_bytes,
+               total, too_big.status().to_string());
+    EXPECT_EQ(too_big.status().code(), StatusCode::kResourceExhausted) << too_big.status();
+    EXPECT_NE(too_big.status().message().find("bytes"), std::string::npos) << too_big.status();
+    EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  }
+
+  auto cpu = build("yolov5n.onnx", "fp32", "auto", "cpu");
+  ASSERT_TRUE(cpu);
+  const Tensor x = bus_input(1);
+  StatusOr<std::vector<Tensor>> want = cpu->run({{"images", x}});
+  ASSERT_TRUE(want.ok()) << want.status();
+  StatusOr<std::vector<Tensor>> got = e->run({{"images", x}});
+  ASSERT_TRUE(got.ok()) << got.status();
+  const std::vector<double> a = (*got)[0].to_double_vector(), b = (*want)[0].to_double_vector();
+  ASSERT_EQ(a.size(), b.size());
+  const double err = relative_l2(a.data(), b.data(), b.size());
+  fmt::print("yolov5n fp32 batch 1 after the out-of-memory error: relative L2 {:.3g} vs the CPU\n",
+             err);
+  EXPECT_LT(err, 1e-4);
+  StatusOr<engine::Engine::MemoryReport> again = e->memory_report({{batch, 1}});
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->arena_bytes, one->arena_bytes);
+}
+
+// --tf32 (BuildOptions::tf32): every convolution is marked, the engine runs on the GPU and stays
+// within TF32's error of the float32 reference; it cannot be combined with fp16.
+TEST(GpuModelTest, Tf32EngineMarksEveryConvolutionAndStaysClose) {
+  REQUIRE_GPU_AND_DATA();
+  auto load = [] {
+    return onnx::import_model_file((shared_dir() / "models" / "yolov5n.onnx").string());
+  };
+  StatusOr<std::unique_ptr<ir::Graph>> g = load(), g16 = load();
+  ASSERT_TRUE(g.ok() && g16.ok()) << g.status();
+  engine::BuildOptions options;
+  options.engine.backend = "cuda";
+  options.tf32 = true;
+  options.precision = "fp16";
+  EXPECT_EQ(engine::build_engine(std::move(g16).value(), options).status().code(),
+            StatusCode::kInvalidArgument);
+  options.precision = "fp32";
+  EXPECT_EQ(engine::precision_name(options), "tf32");
+  engine::BuildReport report;
+  StatusOr<std::unique_ptr<engine::Engine>> e =
+      engine::build_engine(std::move(g).value(), options, &report);
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ((*e)->backend_summary(), "cuda");
+  int convolutions = 0;
+  for (const ir::Node* n : (*e)->graph().nodes()) {
+    if (n->op_type() != "Conv" && n->op_type() != "FusedConv") continue;
+    ++convolutions;
+    EXPECT_EQ(n->attrs().get_int("kestrel_tf32", 0), 1) << n->describe();
+  }
+  EXPECT_GT(convolutions, 0);
+  EXPECT_EQ(report.tf32_convolutions, convolutions);
+  const Tensor want = read_npy((shared_dir() / "reference/bus_output.npy").string()).value();
+  StatusOr<std::vector<Tensor>> out = (*e)->run({{"images", bus_input(1)}});
+  ASSERT_TRUE(out.ok()) << out.status();
+  const std::vector<double> got = (*out)[0].to_double_vector(), ref = want.to_double_vector();
+  ASSERT_EQ(got.size(), ref.size());
+  const double err = relative_l2(got.data(), ref.data(), ref.size());
+  fmt::print("yolov5n tf32: relative L2 {:.3g} against the float64 reference\n", err);
+  // TF32 keeps 10 mantissa bits of each product (float16's precision, float32's range).
+  EXPECT_LT(err, 2e-2);
 }
 
 }  // namespace

@@ -4,7 +4,8 @@ backend and a small model repository (tests/server/data/tiny.onnx: y = x * 2 + 1
 KESTREL_SHARED when present), then talks to it over the wire: HTTP (KServe v2 JSON and binary
 tensors, keep-alive, pipelining, Expect: 100-continue, detect, stats, metrics, malformed requests),
 gRPC (inference.GRPCInferenceService and grpc.health.v1 with python3-grpcio), bearer-token auth
-and configuration through KESTREL_* variables, and a clean SIGTERM under load.
+and configuration through KESTREL_* variables, a clean SIGTERM under load, and instance placement
+(a GPU index that does not exist fails that model only).
 
 Usage: server_e2e_test.py --kestrel build/kestrel --source /work/main
 """
@@ -540,6 +541,50 @@ def test_auth_and_env(kestrel, repo):
     check(srv.stop() == 0, "exits 0 on SIGTERM")
 
 
+def test_instance_placement(kestrel, source):
+    """Instances go where instance_group says; a GPU that does not exist fails that model's load
+    with a clear error (UNAVAILABLE in the index) while the other models keep serving. The server
+    picks its backend itself here (no --backend): the CPU without a GPU, so this runs anywhere."""
+    print("instance placement")
+    repo = tempfile.mkdtemp(prefix="kestrel_e2e_placement_")
+    try:
+        for name, groups in (("tiny", "{ count: 2 kind: KIND_CPU }"),
+                             ("tiny_gpu", "{ kind: KIND_GPU gpus: [ 64 ] }")):
+            os.makedirs(f"{repo}/{name}/1")
+            shutil.copy(f"{source}/tests/server/data/tiny.onnx", f"{repo}/{name}/1/model.onnx")
+            with open(f"{repo}/{name}/config.pbtxt", "w") as f:
+                f.write(f"max_batch_size: 8\ninstance_group [ {groups} ]\n")
+        srv = Server(kestrel, ["--model-repository", repo, "--http-port", "0", "--grpc-port", "0",
+                               "--metrics-port", "0", "--model-control-mode", "explicit",
+                               "--load-model", "tiny", "--engine-cache-dir", f"{repo}.cache"])
+        if not srv.wait_ready(60):
+            check(False, "server for the placement test starts")
+            print("".join(srv.log[-20:]))
+            return
+        p = srv.http
+        check(any("instance group 'tiny_0': 2 instance(s) on the CPU" in l for l in srv.log),
+              "the load logs where the instances run")
+        status, cfg = get_json(p, "/v2/models/tiny/config")
+        groups = cfg.get("instance_group") if status == 200 else None
+        check(groups == [{"name": "tiny_0", "kind": "KIND_CPU", "count": 2, "gpus": []}],
+              f"config shows the placed instance groups: {groups}")
+        status, _, data = request(p, "POST", "/v2/repository/models/tiny_gpu/load")
+        err = json.loads(data).get("error", "") if data else ""
+        check(status == 400 and "model 'tiny_gpu'" in err and "GPU 64" in err and
+              "visible to this server" in err, f"a GPU that does not exist -> {status} {err!r}")
+        index = json.loads(request(p, "POST", "/v2/repository/index")[2])
+        entry = [e for e in index if e["name"] == "tiny_gpu"]
+        check(entry and entry[0]["state"] == "UNAVAILABLE" and "GPU 64" in entry[0]["reason"],
+              f"the model is UNAVAILABLE with the reason: {entry}")
+        status, out = infer_json(p, "tiny", [[1, 2, 3, 4]])
+        check(status == 200 and out["outputs"][0]["data"] == [3, 5, 7, 9],
+              "the other model keeps serving")
+        check(srv.stop() == 0, "exits 0 on SIGTERM")
+    finally:
+        shutil.rmtree(repo, ignore_errors=True)
+        shutil.rmtree(f"{repo}.cache", ignore_errors=True)
+
+
 def test_sigterm_under_load(srv, model, make_body):
     print("SIGTERM under load")
     results = []
@@ -623,6 +668,7 @@ def main():
                                            "data": [1, 2, 3, 4]}]})
             test_sigterm_under_load(srv, "tiny", lambda: body)
         test_auth_and_env(args.kestrel, repo)
+        test_instance_placement(args.kestrel, args.source)
     finally:
         if srv.proc.poll() is None:
             srv.proc.kill()

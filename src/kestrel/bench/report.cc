@@ -140,8 +140,14 @@ struct Line {
 // factor of 16 or more, as concurrency sweeps do), y linear from 0.
 std::string svg_plot(std::string_view id, std::string_view title, std::string_view x_label,
                      std::string_view y_label, const std::vector<Line>& lines) {
-  const double width = 720, height = 420, left = 70, right = 180, top = 40, bottom = 55;
-  const double plot_w = width - left - right, plot_h = height - top - bottom;
+  // The legend sits right of the plot, as wide as its longest label (about 7 px per character at
+  // 12 px sans-serif), and the plot grows downward when the legend has more rows than fit.
+  size_t longest = 0;
+  for (const Line& l : lines) longest = std::max(longest, l.label.size());
+  const double plot_w = 470, left = 70, top = 40, bottom = 55;
+  const double right = std::max(120.0, 54 + 7.2 * static_cast<double>(longest));
+  const double plot_h = std::max(325.0, 18 * static_cast<double>(lines.size()) + 10);
+  const double width = left + plot_w + right, height = top + plot_h + bottom;
   double x_min = INFINITY, x_max = -INFINITY, y_max = 0;
   for (const Line& l : lines) {
     for (auto [x, y] : l.points) {

@@ -91,6 +91,35 @@ TEST(HtmlReport, SelfContainedWithBothPlots) {
   EXPECT_EQ(lines, 6u);
 }
 
+// Long labels (the paper experiment's run names) and many series fit in the legend: the plot's
+// width and height grow with them instead of cutting them off at the SVG's edge.
+TEST(HtmlReport, LegendMakesRoomForLongLabelsAndManySeries) {
+  std::vector<Series> runs;
+  for (int i = 0; i < 20; ++i) {
+    Series s = series_of(known_run());
+    s.label = "yolov5s-gpu-fp16-dynamic-batching-http-detect-" + std::to_string(i);
+    runs.push_back(s);
+  }
+  const std::string html = html_report(runs, "many");
+  auto number_after = [&](const std::string& what, size_t from) {
+    const size_t at = html.find(what, from);
+    EXPECT_NE(at, std::string::npos) << what;
+    return at == std::string::npos ? 0.0 : std::stod(html.substr(at + what.size()));
+  };
+  const size_t svg = html.find("<svg id=\"latency-plot\"");
+  ASSERT_NE(svg, std::string::npos);
+  const double width = number_after("width=\"", svg);
+  const double height = number_after("height=\"", svg);
+  // 49-character labels at ~7 px each, right of a 70 + 470 px plot; 40 legend rows of 18 px.
+  EXPECT_GE(width, 70 + 470 + 7 * 49);
+  EXPECT_GE(height, 40 * 18);
+  // The last legend row is inside the picture.
+  const size_t last = html.rfind("-19 p99</text>");
+  ASSERT_NE(last, std::string::npos);
+  const size_t y = html.rfind(" y=\"", last);
+  EXPECT_LT(std::stod(html.substr(y + 4)), height);
+}
+
 // A perfect detector scores 0.995, not 1, in YOLOv5's method: the sentinel (recall 1, precision 0)
 // halves the last of the 100 trapezoids.
 TEST(Accuracy, PerfectAnswersScore0995LikeYolov5) {

@@ -25,6 +25,7 @@ struct BuildCommandOptions {
   std::string output;
   std::string backend = "auto";
   bool fp16 = false;
+  bool tf32 = false;
   std::string layout = "auto";
   int64_t max_batch = 32;
   std::string tune_batches;  // empty: the default for the backend
@@ -73,6 +74,7 @@ Status build(const BuildCommandOptions& o) {
   engine::BuildOptions build;
   build.engine.backend = o.backend;
   build.precision = o.fp16 ? "fp16" : "fp32";
+  build.tf32 = o.tf32;
   build.layout = o.layout;
   build.max_batch = o.max_batch;
   for (const std::string& override_spec : o.precision_overrides) {
@@ -96,7 +98,8 @@ Status build(const BuildCommandOptions& o) {
     build.nms = vision::yolo_nms_attributes(d);
   }
   fmt::print(stderr, "[2/4] optimizing and creating kernels ({}, layout {}, batch 1..{}{})\n",
-             build.precision, build.layout, build.max_batch, o.nms ? ", with NMS" : "");
+             engine::precision_name(build), build.layout, build.max_batch,
+             o.nms ? ", with NMS" : "");
   engine::BuildReport report;
   KS_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> e,
                       engine::build_engine(std::move(graph), build, &report));
@@ -145,7 +148,7 @@ Status build(const BuildCommandOptions& o) {
   engine::EngineFileInfo info;
   info.model_sha256 = hash;
   info.model_name = o.model.substr(o.model.find_last_of('/') + 1);
-  info.precision = build.precision;
+  info.precision = engine::precision_name(build);
   info.layout = build.layout;
   info.max_batch = o.max_batch;
   KS_RETURN_IF_ERROR(engine::save_engine_file(o.output, *e, info));
@@ -168,6 +171,9 @@ void add_build_command(CLI::App& app) {
   cmd->add_option("-o,--output", o->output, "Engine file to write (.kplan)")->required();
   cmd->add_option("--backend", o->backend, "cpu, cuda or auto")->capture_default_str();
   cmd->add_flag("--fp16", o->fp16, "Float16 storage and tensor cores, float32 accumulation");
+  cmd->add_flag("--tf32", o->tf32,
+                "float32 convolutions on TF32 tensor cores (GPU; float32 accumulation; not with "
+                "--fp16)");
   cmd->add_option("--layout", o->layout,
                   "Convolution layout: auto (nhwc for fp16 on the GPU), nchw, nhwc")
       ->capture_default_str();

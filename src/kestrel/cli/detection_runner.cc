@@ -39,6 +39,8 @@ struct Decoded {
 void add_detector_options(CLI::App* cmd, DetectorSetup& setup) {
   cmd->add_option("--backend", setup.backend, "cpu, cuda or auto")->capture_default_str();
   cmd->add_flag("--fp16", setup.fp16, "Run the model in float16");
+  cmd->add_flag("--tf32", setup.tf32,
+                "float32 convolutions on TF32 tensor cores (GPU; float32 accumulation)");
   cmd->add_option("--layout", setup.layout, "Convolution layout: auto, nchw or nhwc")
       ->capture_default_str();
   cmd->add_option("-b,--batch", setup.batch, "Images per batch")->capture_default_str();
@@ -73,6 +75,7 @@ StatusOr<LoadedDetector> load_detector(const DetectorSetup& setup,
   engine::BuildOptions build;
   build.engine.backend = setup.backend;
   build.precision = setup.fp16 ? "fp16" : "fp32";
+  build.tf32 = setup.tf32;
   build.max_batch = setup.batch;
   build.layout = setup.layout;
   build.nms = vision::yolo_nms_attributes(options);

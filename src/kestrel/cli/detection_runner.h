@@ -19,11 +19,12 @@ struct DetectorSetup {
   std::string model;
   std::string backend = "auto";
   bool fp16 = false;
+  bool tf32 = false;
   std::string layout = "auto";
   int batch = 8;
 };
 
-// Adds --backend, --fp16, --layout and --batch to a subcommand.
+// Adds --backend, --fp16, --tf32, --layout and --batch to a subcommand.
 void add_detector_options(CLI::App* cmd, DetectorSetup& setup);
 
 // The image files named by `paths`: files as given, folders expanded to their .jpg/.jpeg/.png files

@@ -1,12 +1,16 @@
-// `kestrel inspect MODEL`: what is in a model, and whether Kestrel can run it.
+// `kestrel inspect MODEL`: what is in a model, and whether Kestrel can run it; for a .kplan engine
+// file, what it was built from and for (precision, TF32 included, target, tuned choices).
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <ctime>
 #include <map>
 
 #include "kestrel/cli/commands.h"
+#include "kestrel/cli/model_loading.h"
 #include "kestrel/engine/backends.h"
+#include "kestrel/engine/engine_file.h"
 #include "kestrel/engine/node_runner.h"
 #include "kestrel/ir/op_schema.h"
 #include "kestrel/ir/shape_inference.h"
@@ -108,6 +112,36 @@ Status inspect(const std::string& path) {
                        : unimplemented("the model uses operators Kestrel does not support");
 }
 
+// An engine file's description (after its integrity checks; it need not match this machine).
+Status inspect_engine_file(const std::string& path) {
+  KS_ASSIGN_OR_RETURN(engine::EngineFileInfo info, engine::read_engine_file_info(path));
+  const std::map<std::string, std::string> meaning = {
+      {"fp32", "float32"},
+      {"tf32", "float32, convolutions on TF32 tensor cores (float32 accumulation)"},
+      {"fp16", "float16 storage, float32 accumulation"}};
+  const auto it = meaning.find(info.precision);
+  fmt::print("engine     {} (format {}, Kestrel {})\n", path, info.format_version,
+             info.kestrel_version.empty() ? "-" : info.kestrel_version);
+  fmt::print("model      {} (sha256 {})\n", info.model_name.empty() ? "-" : info.model_name,
+             info.model_sha256.empty() ? "-" : info.model_sha256);
+  fmt::print("precision  {}{}\n", info.precision,
+             it == meaning.end() ? "" : fmt::format(": {}", it->second));
+  fmt::print("layout     {}\n", info.layout);
+  fmt::print("max batch  {}\n", info.max_batch);
+  fmt::print("backend    {}\n", info.backend);
+  for (const auto& [key, value] : info.target) fmt::print("target     {} = {}\n", key, value);
+  fmt::print("tuning     {} measured choices\n", info.tuning.size());
+  if (info.created_unix > 0) {
+    const std::time_t t = static_cast<std::time_t>(info.created_unix);
+    std::tm utc{};
+    gmtime_r(&t, &utc);
+    char when[32];
+    std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &utc);
+    fmt::print("created    {}\n", when);
+  }
+  return Status();
+}
+
 // Every operator Kestrel knows, and which backends have a kernel for it.
 Status list_operators() {
   const std::vector<std::string_view> cpu_ops = runtime::cpu_supported_ops();
@@ -129,12 +163,12 @@ void add_inspect_command(CLI::App& app) {
                                  "and FLOPs, and whether Kestrel supports it");
   auto path = std::make_shared<std::string>();
   auto operators = std::make_shared<bool>(false);
-  cmd->add_option("model", *path, "ONNX model file");
+  cmd->add_option("model", *path, "ONNX model or .kplan engine file");
   cmd->add_flag("--operators", *operators, "List the operators Kestrel supports instead");
   cmd->callback([path, operators] {
     if (*operators) return exit_on_error(list_operators());
     if (path->empty()) exit_on_error(invalid_argument("give a model file, or --operators"));
-    exit_on_error(inspect(*path));
+    exit_on_error(is_engine_file(*path) ? inspect_engine_file(*path) : inspect(*path));
   });
 }
 

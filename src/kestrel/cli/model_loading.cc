@@ -32,6 +32,9 @@ StatusOr<std::unique_ptr<engine::Engine>> load_or_build_engine(const std::string
     if (build.precision == "fp16" && info.precision != "fp16") {
       return invalid_argument("{} is a {} engine; rebuild it with --fp16", path, info.precision);
     }
+    if (build.tf32 && info.precision != "tf32") {
+      return invalid_argument("{} is a {} engine; rebuild it with --tf32", path, info.precision);
+    }
     if (print_summary) {
       fmt::print("loaded {} in {:.3f} s: {} {} from {} (max batch {}), {} tuned choices, on {}\n",
                  path, seconds(), info.precision, info.layout, info.model_name, info.max_batch,

@@ -19,7 +19,7 @@ bool is_engine_file(const std::string& path);
 
 // For an ONNX model: builds with `build` (printing what the optimizer did). For a .kplan file:
 // loads it (the file decides backend, precision and layout; asking for a different backend or
-// precision than the file has is an INVALID_ARGUMENT naming both).
+// precision than the file has, --fp16 or --tf32 included, is an INVALID_ARGUMENT naming both).
 StatusOr<std::unique_ptr<engine::Engine>> load_or_build_engine(const std::string& path,
                                                                const engine::BuildOptions& build,
                                                                bool print_summary = true);

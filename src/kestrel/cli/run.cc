@@ -11,6 +11,7 @@
 #include "kestrel/base/npy.h"
 #include "kestrel/cli/commands.h"
 #include "kestrel/cli/model_loading.h"
+#include "kestrel/engine/builder.h"
 #include "kestrel/engine/engine.h"
 #include "kestrel/engine/node_runner.h"
 #include "kestrel/onnx/importer.h"
@@ -30,6 +31,7 @@ struct RunOptions {
   std::string output_dir = "out";
   std::string backend = "auto";
   bool reference = false;
+  bool tf32 = false;
   uint64_t seed = 1;
 };
 
@@ -107,12 +109,14 @@ StatusOr<std::pair<double, double>> compare(const Tensor& a, const Tensor& b) {
 }
 
 // The engine: a .kplan file as it was built, or the ONNX model exactly as exported (no
-// optimization: `run` is the reference path), re-batched when asked.
+// optimization: `run` is the reference path), re-batched when asked, its convolutions marked for
+// TF32 with --tf32.
 StatusOr<std::unique_ptr<engine::Engine>> create_engine(const RunOptions& o) {
   engine::EngineOptions options{.backend = o.backend, .cpu_reference_only = o.reference};
   if (is_engine_file(o.model)) {
     engine::BuildOptions build;
     build.engine = options;
+    build.tf32 = o.tf32;
     return load_or_build_engine(o.model, build, /*print_summary=*/false);
   }
   KS_ASSIGN_OR_RETURN(std::unique_ptr<ir::Graph> graph, onnx::import_model_file(o.model));
@@ -124,6 +128,7 @@ StatusOr<std::unique_ptr<engine::Engine>> create_engine(const RunOptions& o) {
     std::unique_ptr<ir::NodeEvaluator> evaluator = engine::make_cpu_evaluator();
     KS_RETURN_IF_ERROR(optimize::make_batch_dynamic(*graph, evaluator.get()));
   }
+  if (o.tf32) engine::allow_tf32(*graph);
   return engine::Engine::create(std::move(graph), options);
 }
 
@@ -219,6 +224,8 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--backend", o->backend, "cpu, cuda or auto (cuda when a GPU is present)")
       ->capture_default_str();
   cmd->add_flag("--reference", o->reference, "CPU: only the reference kernels (the oracle)");
+  cmd->add_flag("--tf32", o->tf32,
+                "float32 convolutions on TF32 tensor cores (GPU; float32 accumulation)");
   cmd->add_option("--compare", o->compares, "NAME=FILE: report the error against a reference");
   cmd->add_option("--seed", o->seed, "Seed for --random")->capture_default_str();
   cmd->callback([o] { exit_on_error(run(*o)); });

@@ -13,7 +13,22 @@ namespace kestrel::engine {
 std::string BuildReport::to_string() const {
   std::string s = optimizer.to_string();
   if (converted_to_float16 > 0) s += fmt::format(", {} constants to float16", converted_to_float16);
+  if (tf32_convolutions > 0) s += fmt::format(", TF32 in {} convolutions", tf32_convolutions);
   return s;
+}
+
+std::string precision_name(const BuildOptions& options) {
+  return options.tf32 && options.precision == "fp32" ? "tf32" : options.precision;
+}
+
+int allow_tf32(ir::Graph& graph) {
+  int marked = 0;
+  for (ir::Node* n : graph.nodes()) {
+    if (n->op_type() != "Conv" && n->op_type() != "FusedConv") continue;
+    n->attrs().set("kestrel_tf32", int64_t{1});
+    ++marked;
+  }
+  return marked;
 }
 
 StatusOr<std::unique_ptr<Engine>> build_engine(std::unique_ptr<ir::Graph> graph,
@@ -23,14 +38,18 @@ StatusOr<std::unique_ptr<Engine>> build_engine(std::unique_ptr<ir::Graph> graph,
   if (options.precision != "fp32" && options.precision != "fp16") {
     return invalid_argument("precision must be fp32 or fp16, not '{}'", options.precision);
   }
+  if (options.tf32 && options.precision != "fp32") {
+    return invalid_argument("TF32 is a float32 mode: it cannot be combined with {}",
+                            options.precision);
+  }
   if (options.layout != "auto" && options.layout != "nchw" && options.layout != "nhwc") {
     return invalid_argument("layout must be auto, nchw or nhwc, not '{}'", options.layout);
   }
+  const bool on_gpu =
+      options.engine.backend == "cuda" || (options.engine.backend == "auto" && cuda_available());
   const bool channels_last =
       options.layout == "nhwc" ||
-      (options.layout == "auto" && options.optimize && options.precision == "fp16" &&
-       (options.engine.backend == "cuda" ||
-        (options.engine.backend == "auto" && cuda_available())));
+      (options.layout == "auto" && options.optimize && options.precision == "fp16" && on_gpu);
   if (channels_last && !options.optimize) {
     return invalid_argument("the nhwc layout needs the optimizer");
   }
@@ -40,6 +59,7 @@ StatusOr<std::unique_ptr<Engine>> build_engine(std::unique_ptr<ir::Graph> graph,
     optimize::OptimizeOptions o;
     o.max_batch = options.max_batch;
     o.channels_last = channels_last;
+    o.fuse_concat = on_gpu;
     KS_ASSIGN_OR_RETURN(r.optimizer, optimize::optimize_graph(*graph, *evaluator, o));
   } else {
     KS_RETURN_IF_ERROR(ir::annotate_symbolic_shapes(*graph, evaluator.get()));
@@ -49,6 +69,8 @@ StatusOr<std::unique_ptr<Engine>> build_engine(std::unique_ptr<ir::Graph> graph,
                         optimize::convert_to_float16(*graph, {options.keep_float32}));
     KS_RETURN_IF_ERROR(ir::annotate_symbolic_shapes(*graph, evaluator.get()));
   }
+  // After the optimizer: its fusions make the FusedConv nodes that must carry the mark.
+  if (options.tf32) r.tf32_convolutions = allow_tf32(*graph);
   if (options.nms) {
     KS_RETURN_IF_ERROR(optimize::append_yolo_nms(*graph, *options.nms));
     KS_RETURN_IF_ERROR(ir::annotate_symbolic_shapes(*graph, evaluator.get()));

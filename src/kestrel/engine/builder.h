@@ -20,6 +20,11 @@ struct BuildOptions {
   std::string precision = "fp32";
   // Layers (node names) kept in float32 under "fp16".
   std::set<std::string> keep_float32;
+  // float32 convolutions may use TF32 tensor cores (10-bit mantissa products, float32
+  // accumulation) on the GPU: every Conv and FusedConv gets kestrel_tf32=1. Opt-in, as by default
+  // float32 means full float32; only with precision "fp32" (INVALID_ARGUMENT with "fp16"). The
+  // CPU kernels ignore it.
+  bool tf32 = false;
   // Batches 1..max_batch are accepted; constant folding is exact over that range.
   int64_t max_batch = 32;
   // Off: run the imported graph as it is (for debugging the optimizer).
@@ -39,8 +44,18 @@ struct BuildOptions {
 struct BuildReport {
   optimize::OptimizeReport optimizer;
   int converted_to_float16 = 0;
+  int tf32_convolutions = 0;
   std::string to_string() const;
 };
+
+// What an engine built with `options` calls its precision (engine files record it, `kestrel
+// inspect` shows it): "fp16", "tf32" (fp32 with BuildOptions::tf32) or "fp32".
+std::string precision_name(const BuildOptions& options);
+
+// Marks every Conv and FusedConv of `graph` with kestrel_tf32=1 (runtime/cuda/conv.cc then lets
+// cuDNN use TF32 tensor cores for float32); returns how many were marked. build_engine does this
+// for BuildOptions::tf32; `kestrel run` uses it on the graph as imported.
+int allow_tf32(ir::Graph& graph);
 
 // Returns the engine; `report`, when given, receives what the optimizer did.
 StatusOr<std::unique_ptr<Engine>> build_engine(std::unique_ptr<ir::Graph> graph,

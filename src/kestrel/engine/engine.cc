@@ -91,13 +91,24 @@ StatusOr<std::unique_ptr<Engine::ExecutionContext>> Engine::ExecutionContext::cr
   std::vector<plan::BufferLifetime> buffers;
   std::vector<const ir::Value*> value_of(n, nullptr);
   for (const auto& [v, slot] : e.slot_of_) value_of[slot] = v;
+  // Sizes come from the caller's bindings (any batch): refuse, rather than overflow, what no
+  // memory could hold, so the planner's sums stay exact.
+  constexpr size_t kMaxPlannedBytes = size_t{1} << 60;
+  size_t naive_bytes = 0;
   auto add_buffer = [&](size_t slot, int first) -> Status {
     const ir::InferredValue& t = types.at(value_of[slot]);
     if (!t.is_static())
       return unimplemented("'{}' has a data-dependent shape", value_of[slot]->name());
     root[slot] = static_cast<int>(buffers.size());
-    const int64_t elements = checked_num_elements(t.dims).value();
-    buffers.push_back({static_cast<size_t>(elements) * dtype_size(t.dtype), first, first});
+    KS_ASSIGN_OR_RETURN(const int64_t elements, checked_num_elements(t.dims));
+    const size_t element_bytes = dtype_size(t.dtype);
+    if (static_cast<size_t>(elements) >
+        (kMaxPlannedBytes - naive_bytes) / std::max<size_t>(element_bytes, 1)) {
+      return resource_exhausted("'{}' ({} elements) takes one run's activations over {} bytes",
+                                value_of[slot]->name(), elements, kMaxPlannedBytes);
+    }
+    naive_bytes += static_cast<size_t>(elements) * element_bytes;
+    buffers.push_back({static_cast<size_t>(elements) * element_bytes, first, first});
     return Status();
   };
   for (size_t slot : e.input_slots_) KS_RETURN_IF_ERROR(add_buffer(slot, -1));
@@ -623,6 +634,27 @@ StatusOr<std::vector<Tensor>> Engine::run(const std::map<std::string, Tensor>& i
     results.push_back(std::move(host));
   }
   return results;
+}
+
+std::vector<int64_t> Engine::warm_batch_sizes() const {
+  std::vector<int64_t> sizes;
+  if (inputs_.empty() || !inputs_[0].type.shape.has_rank() || inputs_[0].type.shape.rank() == 0) {
+    return sizes;
+  }
+  const ir::SymDim& batch = inputs_[0].type.shape[0];
+  std::lock_guard<std::mutex> lock(contexts_mutex_);
+  for (const auto& [bindings, contexts] : idle_contexts_) {
+    if (contexts.empty()) continue;
+    if (batch.is_known()) {
+      sizes.push_back(batch.value());
+    } else if (batch.is_symbolic()) {
+      auto it = bindings.find(batch.symbol_name());
+      if (it != bindings.end()) sizes.push_back(it->second);
+    }
+  }
+  std::sort(sizes.begin(), sizes.end());
+  sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
+  return sizes;
 }
 
 }  // namespace kestrel::engine

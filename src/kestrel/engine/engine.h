@@ -118,6 +118,11 @@ class Engine {
   // Waits until everything queued on the device is done.
   Status synchronize() const;
 
+  // The batch sizes (the first input's first axis) that have an idle execution context, ascending:
+  // an earlier run at that size planned it and, on the GPU, recorded its CUDA graph, so a run at
+  // that size does neither again. Contexts serving a run at the moment are not counted.
+  std::vector<int64_t> warm_batch_sizes() const;
+
  private:
   struct Step;
   class ExecutionContext;

@@ -48,7 +48,7 @@ struct EngineFileInfo {
   std::string kestrel_version;
   std::string model_sha256;
   std::string model_name;
-  std::string precision;
+  std::string precision;  // "fp32", "tf32" (fp32, convolutions on TF32 tensor cores) or "fp16"
   std::string layout;
   int64_t max_batch = 0;
   std::string backend;

@@ -14,5 +14,6 @@ std::vector<OpSchema> movement_op_schemas();   // ops/movement.cc: Reshape, Conc
 std::vector<OpSchema> generator_op_schemas();  // ops/generator.cc: Constant, Range, Shape, ...
 std::vector<OpSchema> nn_op_schemas();         // ops/nn.cc: Conv, pools, Gemm, Resize, ...
 std::vector<OpSchema> reduce_op_schemas();     // ops/reduce.cc: ReduceMean, ArgMax, TopK, NMS
+std::vector<OpSchema> fused_op_schemas();      // ops/fused.cc: FusedElementwise
 
 }  // namespace kestrel::ir

@@ -44,7 +44,7 @@ namespace {
 std::vector<OpSchema> build_registry() {
   std::vector<OpSchema> all;
   for (auto family : {unary_op_schemas, binary_op_schemas, movement_op_schemas,
-                      generator_op_schemas, nn_op_schemas, reduce_op_schemas}) {
+                      generator_op_schemas, nn_op_schemas, reduce_op_schemas, fused_op_schemas}) {
     for (OpSchema& s : family()) all.push_back(std::move(s));
   }
   std::sort(all.begin(), all.end(),

@@ -33,6 +33,23 @@ void make_fused(ir::Node* conv, const std::string& activation, float alpha, floa
   conv->attrs().set("activation_beta", beta);
 }
 
+// The plain convolution `x` comes from through Reshapes and Transposes that only rearrange it for
+// the next one (each output used once): an activation, applied element by element, may as well
+// be applied before them, in the convolution's epilogue. YOLO's heads are Conv -> Reshape ->
+// Transpose -> Sigmoid. Null when there is none.
+ir::Node* conv_through_views(const ir::Value* x) {
+  for (int depth = 0; depth < 8 && x != nullptr; ++depth) {
+    ir::Node* n = x->producer();
+    if (n == nullptr || n->num_outputs() != 1) return nullptr;
+    if (is_plain_conv(n)) return depth == 0 ? nullptr : n;
+    if (n->op_type() != "Reshape" && n->op_type() != "Transpose") return nullptr;
+    const ir::Value* in = n->input(0);
+    if (in == nullptr || in->is_graph_output() || in->uses().size() != 1) return nullptr;
+    x = in;
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 StatusOr<int> fuse_conv_activation(ir::Graph& g) {
@@ -41,6 +58,15 @@ StatusOr<int> fuse_conv_activation(ir::Graph& g) {
     const std::string& op = act->op_type();
     if (!act->has_input(0)) continue;
     ir::Value* x = act->input(0);
+    if (ir::Node* conv = conv_through_views(x);
+        conv != nullptr && !x->is_graph_output() && x->uses().size() == 1 &&
+        (op == "Sigmoid" || op == "Relu" || op == "HardSwish")) {
+      // Only the parameterless activations: their value does not depend on where they run.
+      make_fused(conv, op, 0, 0);
+      g.replace_all_uses(act->output(0), x);
+      ++fused;
+      continue;
+    }
     ir::Node* conv = x->producer();
     if (!is_plain_conv(conv)) continue;
 

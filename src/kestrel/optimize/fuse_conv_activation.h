@@ -7,7 +7,9 @@
 // Clip (alpha = min, beta = max) and Silu (x * sigmoid(x), which exports spell Mul(x, Sigmoid(x))).
 //
 // fuse_conv_activation turns Conv -> activation into FusedConv when the Conv's output feeds only
-// the activation (for Silu: only the Sigmoid and the Mul). fuse_conv_residual then folds an Add of
+// the activation (for Silu: only the Sigmoid and the Mul), also across Reshapes and Transposes
+// that only rearrange the output for the activation (Conv -> Reshape -> Transpose -> Sigmoid in
+// YOLO's heads; Sigmoid, Relu and HardSwish). fuse_conv_residual then folds an Add of
 // a FusedConv's output and another tensor of the same shape (a residual connection) into Z, when
 // the FusedConv's output feeds only that Add.
 #pragma once

@@ -4,8 +4,10 @@
 
 #include "kestrel/ir/verifier.h"
 #include "kestrel/optimize/fold_constants.h"
+#include "kestrel/optimize/fuse_concat.h"
 #include "kestrel/optimize/fuse_conv_activation.h"
 #include "kestrel/optimize/fuse_conv_batchnorm.h"
+#include "kestrel/optimize/fuse_elementwise.h"
 #include "kestrel/optimize/to_channels_last.h"
 
 namespace kestrel::optimize {
@@ -38,6 +40,14 @@ StatusOr<OptimizeReport> optimize_graph(ir::Graph& graph, ir::NodeEvaluator& eva
   if (options.channels_last) {
     KS_RETURN_IF_ERROR(ir::annotate_symbolic_shapes(graph, &evaluator));
     KS_RETURN_IF_ERROR(record("to_channels_last", to_channels_last(graph)));
+  }
+  if (options.fuse && options.fuse_concat) {
+    KS_RETURN_IF_ERROR(ir::annotate_symbolic_shapes(graph, &evaluator));
+    KS_RETURN_IF_ERROR(record("fuse_concat", fuse_concat(graph)));
+  }
+  if (options.fuse) {
+    KS_RETURN_IF_ERROR(ir::annotate_symbolic_shapes(graph, &evaluator));
+    KS_RETURN_IF_ERROR(record("fuse_elementwise", fuse_elementwise(graph)));
   }
   KS_RETURN_IF_ERROR(ir::annotate_symbolic_shapes(graph, &evaluator));
   KS_RETURN_IF_ERROR(ir::verify_graph(graph, &evaluator));

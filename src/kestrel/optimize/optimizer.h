@@ -6,6 +6,11 @@
 //   fuse_conv_residual    FusedConv + Add of a same-shape tensor -> FusedConv with a residual input
 //   to_channels_last      (option channels_last) convolutional regions run NHWC, transposes at
 //                         their borders
+//   fuse_concat           (option fuse_concat) a convolution feeding only a Concat along its
+//                         channels hands its epilogue to the Concat (a FusedConcat), which writes
+//                         the final values into the output's slice
+//   fuse_elementwise      connected elementwise operators (YOLO's box decoding: Mul, Add, Pow,
+//                         ...) -> one FusedElementwise; runs last
 //
 // Every pass is a small rewrite in its own file with a before/after test (tests/optimize/). The
 // result verifies and computes the same function (checked on the real models in the tests).
@@ -29,6 +34,9 @@ struct OptimizeOptions {
   // Run convolutions, pools and what lies between them channels-last (to_channels_last.h), after
   // the fusions; the graph's inputs and outputs stay NCHW.
   bool channels_last = false;
+  // Move the epilogues of convolutions that feed Concats into the Concats (fuse_concat.h): for
+  // backends whose convolution epilogue is a pass of its own (CUDA), not for oneDNN's.
+  bool fuse_concat = false;
 };
 
 struct OptimizeReport {

@@ -6,9 +6,13 @@ find_package(Boost 1.74 REQUIRED)
 
 # serve_core imports ONNX files on load, hence onnx next to engine and vision.
 kestrel_layer(serve_core DIR serve/core DEPS engine onnx vision protocol
-  SOURCES dynamic_batcher.cc gpu_metrics.cc inference_server.cc metrics.cc model_config.cc
-          model_statistics.cc served_model.cc
+  SOURCES dynamic_batcher.cc gpu_metrics.cc inference_server.cc instance_placement.cc metrics.cc
+          model_config.cc model_statistics.cc served_model.cc
   LIBS Threads::Threads Boost::headers ${CMAKE_DL_LIBS})
+# Instance placement counts and names the GPUs through the CUDA backend when the build has it.
+if(KESTREL_WITH_CUDA)
+  target_compile_definitions(kestrel_serve_core PRIVATE KESTREL_WITH_CUDA)
+endif()
 
 if(KESTREL_TESTS)
   kestrel_layer_test(serve_core SOURCES serve_core_test.cc LABELS server)

@@ -1,7 +1,9 @@
 // Shape rules of the data-movement operators: Reshape, Flatten, Squeeze, Unsqueeze, Transpose,
-// Concat, Split, Slice, Gather, GatherElements, Expand, Tile, Pad, SpaceToDepth and DepthToSpace.
+// Concat (and Kestrel's FusedConcat), Split, Slice, Gather, GatherElements, Expand, Tile, Pad,
+// SpaceToDepth and DepthToSpace.
 //
-// None of them computes anything, so each has a FLOPs rule of 0. Sizes read from value inputs are
+// None of them computes anything, so each has a FLOPs rule of 0 (FusedConcat, whose epilogue
+// does, counts one operation per output element). Sizes read from value inputs are
 // untrusted: every sum and product of them is checked for overflow here, before infer_node's
 // element count check and the allocator's size limit see the result.
 #include <fmt/ranges.h>
@@ -200,14 +202,14 @@ Status transpose_rule(InferContext& ctx) {
   return Status();
 }
 
-Status concat_rule(InferContext& ctx) {
-  KS_RETURN_IF_ERROR(require_dtype<AllTypes>(ctx, 0));
+// Concat of inputs 0..parts-1 (all of Concat's inputs; FusedConcat's first num_parts).
+Status concat_parts(InferContext& ctx, size_t parts) {
   const Shape& first = ctx.input_shape(0);
   if (first.rank() == 0) return ctx.error("cannot concatenate scalars");
   KS_ASSIGN_OR_RETURN(const int64_t axis,
                       axis_attribute(ctx, 0, static_cast<int64_t>(first.rank())));
   std::vector<int64_t> dims = first.vec();
-  for (size_t i = 1; i < ctx.num_inputs(); ++i) {
+  for (size_t i = 1; i < parts; ++i) {
     if (!ctx.has_input(i)) return ctx.error("input {} is missing", i);
     KS_RETURN_IF_ERROR(require_same_dtype(ctx, 0, i));
     const Shape& s = ctx.input_shape(i);
@@ -226,6 +228,76 @@ Status concat_rule(InferContext& ctx) {
     dims[axis] = *sum;
   }
   ctx.set_output(0, ctx.input_dtype(0), Shape(std::move(dims)));
+  return Status();
+}
+
+Status concat_rule(InferContext& ctx) {
+  KS_RETURN_IF_ERROR(require_dtype<AllTypes>(ctx, 0));
+  return concat_parts(ctx, ctx.num_inputs());
+}
+
+// Kestrel's FusedConcat (written by optimize/fuse_concat.h): Concat of the first `num_parts`
+// inputs, each part first put through the epilogue of the convolution that produced it:
+//   part_k = activation_k(X_k + B_k) + R_k
+// B_k is input bias_inputs[k] (1-D, one value per index along `axis`) and R_k input
+// residual_inputs[k] (X_k's shape), each -1 when absent; activation_k is activations[k] in
+// FusedConv's spelling ("" for none) with activation_alpha[k] and activation_beta[k]. Biases and
+// residuals are the inputs after the parts, each used by one part.
+Status fused_concat_rule(InferContext& ctx) {
+  KS_RETURN_IF_ERROR(require_dtype<FloatTypes>(ctx, 0));
+  const Attributes& a = ctx.attrs();
+  const int64_t parts = a.get_int("num_parts", 0);
+  const auto inputs = static_cast<int64_t>(ctx.num_inputs());
+  if (parts < 1 || parts > inputs) {
+    return ctx.error("num_parts is {}, expected 1..{} (the number of inputs)", parts, inputs);
+  }
+  const auto n = static_cast<size_t>(parts);
+  const std::vector<std::string> activations = a.get_strings("activations");
+  const std::vector<int64_t> biases = a.get_ints("bias_inputs");
+  const std::vector<int64_t> residuals = a.get_ints("residual_inputs");
+  const std::vector<float> alphas = a.get_floats("activation_alpha", std::vector<float>(n, 0.f));
+  const std::vector<float> betas = a.get_floats("activation_beta", std::vector<float>(n, 0.f));
+  if (activations.size() != n || biases.size() != n || residuals.size() != n ||
+      alphas.size() != n || betas.size() != n) {
+    return ctx.error(
+        "activations, bias_inputs, residual_inputs, activation_alpha and activation_beta need one "
+        "entry per part ({})",
+        n);
+  }
+  for (size_t i = 0; i < ctx.num_inputs(); ++i) {
+    if (!ctx.has_input(i)) return ctx.error("input {} is missing", i);
+    KS_RETURN_IF_ERROR(require_same_dtype(ctx, 0, i));
+  }
+  KS_RETURN_IF_ERROR(concat_parts(ctx, n));
+  const int64_t axis =
+      normalize_axis(a.get_int("axis", 0), static_cast<int64_t>(ctx.input_rank(0))).value();
+  static const std::set<std::string, std::less<>> kActivations = {
+      "", "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Clip", "Silu"};
+  std::vector<int> used(static_cast<size_t>(inputs), 0);
+  for (size_t k = 0; k < n; ++k) {
+    if (!kActivations.count(activations[k])) {
+      return ctx.error("part {}: unknown activation '{}'", k, activations[k]);
+    }
+    for (const auto& [index, what] : {std::pair{biases[k], "bias"}, {residuals[k], "residual"}}) {
+      if (index == -1) continue;
+      if (index < parts || index >= inputs || used[static_cast<size_t>(index)]++) {
+        return ctx.error("part {}: {} input {} is not one of the unused extra inputs {}..{}", k,
+                         what, index, parts, inputs - 1);
+      }
+    }
+    const Shape& x = ctx.input_shape(k);
+    if (biases[k] != -1 && ctx.input_shape(static_cast<size_t>(biases[k])) != Shape{x[axis]}) {
+      return ctx.error("part {}: bias has shape {}, expected [{}]", k,
+                       ctx.input_shape(static_cast<size_t>(biases[k])), x[axis]);
+    }
+    if (residuals[k] != -1 && ctx.input_shape(static_cast<size_t>(residuals[k])) != x) {
+      return ctx.error("part {}: residual has shape {}, expected the part's {}", k,
+                       ctx.input_shape(static_cast<size_t>(residuals[k])), x);
+    }
+  }
+  for (int64_t i = parts; i < inputs; ++i) {
+    if (!used[static_cast<size_t>(i)]) return ctx.error("input {} is not used by any part", i);
+  }
   return Status();
 }
 
@@ -534,6 +606,16 @@ std::vector<OpSchema> movement_op_schemas() {
   s.push_back(movement("Unsqueeze", unsqueeze_rule, 2, 2, {}, {1}));
   s.push_back(movement("Transpose", transpose_rule, 1, 1, {{"perm", AT::kInts}}));
   s.push_back(std::move(concat));
+  OpSchema fused_concat = movement("FusedConcat", fused_concat_rule, 1, kVariadic,
+                                   {{"axis", AT::kInt, true},
+                                    {"num_parts", AT::kInt, true},
+                                    {"activations", AT::kStrings, true},
+                                    {"activation_alpha", AT::kFloats},
+                                    {"activation_beta", AT::kFloats},
+                                    {"bias_inputs", AT::kInts, true},
+                                    {"residual_inputs", AT::kInts, true}});
+  fused_concat.flops = nullptr;  // one operation per output element
+  s.push_back(std::move(fused_concat));
   s.push_back(std::move(split));
   s.push_back(movement("Slice", slice_rule, 3, 5, {}, {1, 2, 3, 4}));
   s.push_back(movement("Gather", gather_rule, 2, 2, {{"axis", AT::kInt}}));

@@ -729,13 +729,19 @@ std::vector<OpSchema> nn_op_schemas() {
     return all;
   };
   std::vector<OpSchema> s;
-  // kestrel_kernel (Kestrel's, both operators): "direct" or "cudnn" pins the GPU kernel instead
-  // of measuring the candidates (runtime/cuda/conv.cc); for tests and per-layer overrides.
-  s.push_back(schema("Conv", 2, 3, conv_rule,
-                     with({{"group", A::kInt}, {"kestrel_kernel", A::kString}}), conv_flops));
+  // kestrel_kernel (Kestrel's, both operators): "direct", "cudnn" or "graph" (cuDNN's fused
+  // graph, channels-last FusedConv) pins the GPU kernel instead of measuring the candidates
+  // (runtime/cuda/conv.cc); for tests and per-layer overrides.
+  // kestrel_tf32 (Kestrel's, both operators): 1 lets a float32 convolution use TF32 tensor cores
+  // on the GPU (engine::BuildOptions::tf32 sets it; runtime/cuda/conv.cc honours it).
+  s.push_back(
+      schema("Conv", 2, 3, conv_rule,
+             with({{"group", A::kInt}, {"kestrel_kernel", A::kString}, {"kestrel_tf32", A::kInt}}),
+             conv_flops));
   s.push_back(schema("FusedConv", 2, 4, fused_conv_rule,
                      with({{"group", A::kInt},
                            {"kestrel_kernel", A::kString},
+                           {"kestrel_tf32", A::kInt},
                            {"activation", A::kString},
                            {"activation_alpha", A::kFloat},
                            {"activation_beta", A::kFloat},

@@ -20,7 +20,7 @@ const std::vector<KernelEntry>& kernel_table() {
                         cpu::generator_kernels,  cpu::conv_kernels,    cpu::pool_kernels,
                         cpu::batch_norm_kernels, cpu::matmul_kernels,  cpu::softmax_kernels,
                         cpu::resize_kernels,     cpu::reduce_kernels,  cpu::top_k_kernels,
-                        cpu::nms_kernels}) {
+                        cpu::nms_kernels,        cpu::fused_elementwise_kernels}) {
       for (const KernelEntry& e : family()) all.push_back(e);
     }
     // Fast implementations first; stable, so each family's own order is kept.

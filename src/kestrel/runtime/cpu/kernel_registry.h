@@ -45,4 +45,7 @@ std::vector<KernelEntry> reduce_kernels();      // reduce.cc: ReduceMean, Reduce
 std::vector<KernelEntry> top_k_kernels();       // top_k.cc
 std::vector<KernelEntry> nms_kernels();         // non_max_suppression.cc
 
+// fused_elementwise.cc: Kestrel's FusedElementwise.
+std::vector<KernelEntry> fused_elementwise_kernels();
+
 }  // namespace kestrel::runtime::cpu

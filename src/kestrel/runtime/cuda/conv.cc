@@ -1,12 +1,18 @@
 // Conv and FusedConv on the GPU: cuDNN computes the convolution, conv_epilogue.cu applies bias,
 // activation and residual in one pass. For few input channels (the stem), our direct kernel
-// (conv_direct.cu, epilogue fused) is a candidate too.
+// (conv_direct.cu, epilogue fused) is a candidate too, and for channels-last float16 FusedConv so
+// is cuDNN's runtime fusion (conv_fused_graph.h: convolution and epilogue in one kernel, so the
+// output is written once instead of being re-read and re-written by the epilogue pass).
 //
 // The candidates are measured the first time a kernel sees an input shape: every cuDNN algorithm
 // (cudnnFindConvolutionForwardAlgorithmEx), then the direct kernel, which must beat the best of
-// them; the winner is remembered for that shape. With a tuning cache (runtime/tuning.h) the
-// choice is looked up first and recorded after measuring, so engine files and rebuilds skip the
-// measurement. Constant weights and bias are copied to the device once, when the kernel is
+// them; then the fused graph's plans, each against the legacy path's convolution + epilogue pass
+// (or the direct kernel); the winner is remembered for that shape. With a tuning cache
+// (runtime/tuning.h) the choices are looked up first and recorded after measuring, so engine
+// files and rebuilds skip the measurement. Whatever goes wrong with the fused graph while
+// planning (no engine, no plan that finalizes or can be recorded into a CUDA graph, a recorded
+// plan this cuDNN no longer offers) leaves the legacy path in charge, unless the node pins
+// kestrel_kernel=graph. Constant weights and bias are copied to the device once, when the kernel is
 // created, and shared by every run. float32 runs in full FP32 (TF32 only when the node asks for it
 // with the `kestrel_tf32` attribute); float16 accumulates in FP32.
 #include <cudnn.h>
@@ -14,11 +20,16 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdio>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <optional>
 
+#include "kestrel/base/logging.h"
+#include "kestrel/runtime/cuda/conv_fused_graph.h"
 #include "kestrel/runtime/cuda/cuda_kernels.h"
 #include "kestrel/runtime/cuda/cudnn_check.h"
 
@@ -40,11 +51,17 @@ StatusOr<Activation> parse_activation(const std::string& name) {
 
 // Largest workspace an algorithm may ask for.
 constexpr size_t kMaxWorkspace = size_t{256} << 20;
+// Fused-graph plans measured per shape: the first that finalize, in cuDNN's heuristic order (each
+// may compile a kernel at run time, which is what tuning time is spent on).
+constexpr size_t kMaxFusedPlans = 3;
+// Timed runs per candidate that we time ourselves (after one untimed run).
+constexpr int kTimedRuns = 5;
 
 // A host tensor copied to the device (synchronously: this runs once, at kernel creation).
 StatusOr<Tensor> upload(const Tensor& host) {
   void* p = nullptr;
-  KS_CUDA_RETURN_IF_ERROR(cudaMalloc(&p, host.nbytes() == 0 ? 1 : host.nbytes()));
+  KS_CUDA_ALLOC_RETURN_IF_ERROR(cudaMalloc(&p, host.nbytes() == 0 ? 1 : host.nbytes()),
+                                host.nbytes());
   std::shared_ptr<void> storage(p, [](void* q) { cudaFree(q); });
   KS_CUDA_RETURN_IF_ERROR(cudaMemcpy(p, host.raw_data(), host.nbytes(), cudaMemcpyHostToDevice));
   int device = 0;
@@ -62,6 +79,11 @@ struct ConvPlan {
   // Our own kernel for few input channels (launch_direct_conv), when it measured faster.
   bool direct = false;
   DirectConvShape direct_shape{};
+  // cuDNN's runtime fusion, when it measured faster (or is pinned): its one plan runs instead of
+  // everything above. graph_failed: it failed at run time, the legacy path runs from then on.
+  FusedConvProblem problem;
+  std::unique_ptr<FusedConvGraph> graph;
+  mutable std::atomic<bool> graph_failed{false};
 
   ~ConvPlan() {
     if (x) cudnnDestroyTensorDescriptor(x);
@@ -87,10 +109,11 @@ class CudnnConv final : public Kernel {
     k->tf32_ = def.attrs.get_int("kestrel_tf32", 0) != 0;
     k->channels_last_ = def.attrs.get_int("channels_last", 0) != 0;
     k->tuning_ = def.tuning;
+    k->name_ = def.describe();
     k->pinned_kernel_ = def.attrs.get_string("kestrel_kernel", "");
     if (!k->pinned_kernel_.empty() && k->pinned_kernel_ != "direct" &&
-        k->pinned_kernel_ != "cudnn") {
-      return invalid_argument("{}: kestrel_kernel must be direct or cudnn, not '{}'",
+        k->pinned_kernel_ != "cudnn" && k->pinned_kernel_ != "graph") {
+      return invalid_argument("{}: kestrel_kernel must be direct, cudnn or graph, not '{}'",
                               def.describe(), k->pinned_kernel_);
     }
     const std::string auto_pad = def.attrs.get_string("auto_pad", "NOTSET");
@@ -130,22 +153,73 @@ class CudnnConv final : public Kernel {
     KS_ASSIGN_OR_RETURN(cudnnHandle_t handle, thread_cudnn_handle());
     KS_CUDNN_RETURN_IF_ERROR(cudnnSetStream(handle, stream));
     KS_ASSIGN_OR_RETURN(const ConvPlan* plan, plan_for(handle, x, w, bias, residual, y, stream));
-    if (plan->direct) {
+    if (plan->graph != nullptr && !plan->graph_failed.load()) {
+      const FusedConvBuffers buffers = fused_buffers(x, w, bias, residual, y);
+      if (fused_conv_buffers_aligned(plan->problem, buffers)) {
+        const Status fused = run_graph(*plan, buffers, stream);
+        // Out of memory is the caller's to handle, and a pinned kernel must not be replaced; any
+        // other failure hands this shape to the legacy path for good.
+        if (fused.ok() || pinned_kernel_ == "graph" ||
+            fused.code() == StatusCode::kResourceExhausted) {
+          return fused;
+        }
+        plan->graph_failed = true;
+        log::warn("{}: the fused cuDNN graph failed ({}); convolution + epilogue pass instead",
+                  name_, fused.to_string());
+      } else if (pinned_kernel_ == "graph") {
+        return unimplemented("{}: kestrel_kernel=graph needs 16-byte aligned buffers", name_);
+      }
+    }
+    return run_legacy(handle, *plan, x, w, bias, residual, y, stream);
+  }
+
+ private:
+  CudnnConv() = default;
+
+  static FusedConvBuffers fused_buffers(const Tensor& x, const Tensor& w, const Tensor* bias,
+                                        const Tensor* residual, Tensor& y) {
+    FusedConvBuffers b;
+    b.x = x.raw_data();
+    b.w = w.raw_data();
+    b.bias = bias ? bias->raw_data() : nullptr;
+    b.residual = residual ? residual->raw_data() : nullptr;
+    b.y = y.raw_data();
+    return b;
+  }
+
+  // The fused graph's plan, with its workspace.
+  static Status run_graph(const ConvPlan& plan, const FusedConvBuffers& buffers,
+                          cudaStream_t stream) {
+    const size_t size = plan.graph->workspace(0);
+    void* workspace = nullptr;
+    if (size > 0) KS_CUDA_ALLOC_RETURN_IF_ERROR(cudaMallocAsync(&workspace, size, stream), size);
+    const Status status = plan.graph->execute(0, buffers, workspace, stream);
+    if (workspace) KS_CUDA_RETURN_IF_ERROR(cudaFreeAsync(workspace, stream));
+    return status;
+  }
+
+  // The legacy path: cuDNN's convolution then the epilogue pass, or the direct kernel. `handle`
+  // runs on `stream` already.
+  Status run_legacy(cudnnHandle_t handle, const ConvPlan& plan, const Tensor& x, const Tensor& w,
+                    const Tensor* bias, const Tensor* residual, Tensor& y, cudaStream_t stream) {
+    if (plan.direct) {
       return check_launch(
           "direct convolution",
           launch_direct_conv(type_, x.raw_data(), w.raw_data(), bias ? bias->raw_data() : nullptr,
                              residual ? residual->raw_data() : nullptr, y.raw_data(),
-                             plan->direct_shape, activation_, alpha_, beta_, stream));
+                             plan.direct_shape, activation_, alpha_, beta_, stream));
     }
 
+    // Out of memory for the workspace: RESOURCE_EXHAUSTED before anything is queued.
     void* workspace = nullptr;
-    if (plan->workspace > 0) {
-      KS_CUDA_RETURN_IF_ERROR(cudaMallocAsync(&workspace, plan->workspace, stream));
+    if (plan.workspace > 0) {
+      KS_CUDA_ALLOC_RETURN_IF_ERROR(cudaMallocAsync(&workspace, plan.workspace, stream),
+                                    plan.workspace);
     }
     const float one = 1.f, zero = 0.f;
-    const cudnnStatus_t status = cudnnConvolutionForward(
-        handle, &one, plan->x, x.raw_data(), plan->w, w.raw_data(), plan->conv, plan->algo,
-        workspace, plan->workspace, &zero, plan->y, y.raw_data());
+    const cudnnStatus_t status =
+        cudnnConvolutionForward(handle, &one, plan.x, x.raw_data(), plan.w, w.raw_data(), plan.conv,
+                                plan.algo, workspace, plan.workspace, &zero, plan.y, y.raw_data());
     if (workspace) KS_CUDA_RETURN_IF_ERROR(cudaFreeAsync(workspace, stream));
     KS_CUDNN_RETURN_IF_ERROR(status);
     if (bias || residual || activation_ != Activation::kNone) {
@@ -160,9 +234,6 @@ class CudnnConv final : public Kernel {
     }
     return Status();
   }
-
- private:
-  CudnnConv() = default;
 
   // The plan for x's shape: built (and the fastest algorithm measured) on first use.
   StatusOr<const ConvPlan*> plan_for(cudnnHandle_t handle, const Tensor& x, const Tensor& w,
@@ -251,42 +322,130 @@ class CudnnConv final : public Kernel {
                                   param(dilations_, 1, 1) == 1 && weights_.defined() &&
                                   direct_conv_supported(plan->direct_shape) &&
                                   pinned_kernel_ != "cudnn";
+    auto store = [&]() -> const ConvPlan* {
+      const ConvPlan* result = plan.get();
+      plans_[key] = std::move(plan);
+      return result;
+    };
     if (pinned_kernel_ == "direct") {
       if (!direct_candidate) {
         return unimplemented("kestrel_kernel=direct: the direct kernel cannot run {}", signature);
       }
       plan->direct = true;
-      const ConvPlan* result = plan.get();
-      plans_[key] = std::move(plan);
-      return result;
+      return store();
     }
+
+    // The fused graph (conv_fused_graph.h) is a candidate for channels-last, ungrouped FusedConv
+    // in float16 (float32 only where TF32 is allowed: its engines compute in TF32).
+    FusedConvProblem& problem = plan->problem;
+    problem.float16 = dtype_ == DType::kFloat16;
+    for (size_t i = 0; i < 4; ++i) {
+      problem.x[i] = xd[i];
+      problem.w[i] = wd[i];
+      problem.y[i] = yd[i];
+    }
+    problem.pad[0] = pad_h;
+    problem.pad[1] = pad_w;
+    problem.stride[0] = param(strides_, 0, 1);
+    problem.stride[1] = param(strides_, 1, 1);
+    problem.dilation[0] = param(dilations_, 0, 1);
+    problem.dilation[1] = param(dilations_, 1, 1);
+    problem.bias = bias != nullptr;
+    problem.residual = residual != nullptr;
+    problem.activation = activation_;
+    problem.alpha = alpha_;
+    problem.beta = beta_;
+    const std::string graph_refusal = !channels_last_ ? "the NCHW layout"
+                                      : group_ != 1   ? "a grouped convolution"
+                                      : dtype_ == DType::kFloat32 && !tf32_
+                                          ? "float32 without kestrel_tf32"
+                                          : fused_conv_graph_unsupported(problem);
+    if (pinned_kernel_ == "graph" && !graph_refusal.empty()) {
+      return unimplemented("kestrel_kernel=graph: no fused cuDNN graph for {} ({})", graph_refusal,
+                           signature);
+    }
+    const bool graph_candidate = graph_refusal.empty() && pinned_kernel_ != "cudnn";
+    // The graph's choice depends on the epilogue too.
+    const std::string fused_signature =
+        fmt::format("{} fused bias{} residual{} act{} {:g} {:g}", signature, bias ? 1 : 0,
+                    residual ? 1 : 0, static_cast<int>(activation_), alpha_, beta_);
+    std::optional<std::string> fused_choice;
+    if (tuning_ != nullptr && graph_candidate) fused_choice = tuning_->find(fused_signature);
+    if (fused_choice && fused_choice->rfind("graph ", 0) == 0) {
+      StatusOr<std::unique_ptr<FusedConvGraph>> graph =
+          FusedConvGraph::from_choice(problem, *fused_choice, kMaxWorkspace);
+      if (graph.ok()) {
+        plan->graph = std::move(graph).value();
+        // The legacy choice as well, if recorded, for runs whose buffers the graph cannot take
+        // (misaligned views); otherwise cuDNN's implicit GEMM, which needs no workspace.
+        if (pinned_kernel_ != "graph") {
+          const Status legacy = choose_cudnn(handle, *plan, x, w, bias, residual, y, stream,
+                                             signature, math, direct_candidate, /*measure=*/false);
+          if (!legacy.ok()) {
+            log::debug("{}: no legacy fallback recorded ({})", name_, legacy.to_string());
+            plan->direct = false;
+            plan->algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
+            plan->workspace = 0;
+          }
+        }
+        return store();
+      }
+      log::debug("{}: the recorded fused cuDNN graph cannot be used here ({}); measuring again",
+                 name_, graph.status().to_string());
+      fused_choice.reset();
+    }
+    if (pinned_kernel_ == "graph") {
+      KS_RETURN_IF_ERROR(tune_graph(handle, *plan, fused_signature, x, w, bias, residual, y, stream,
+                                    /*against_legacy=*/false));
+      return store();
+    }
+    KS_RETURN_IF_ERROR(choose_cudnn(handle, *plan, x, w, bias, residual, y, stream, signature, math,
+                                    direct_candidate, /*measure=*/true));
+    if (graph_candidate && !(fused_choice && *fused_choice == "legacy")) {
+      const Status tuned = tune_graph(handle, *plan, fused_signature, x, w, bias, residual, y,
+                                      stream, /*against_legacy=*/true);
+      if (!tuned.ok()) {
+        plan->graph.reset();
+        log::debug("{}: no fused cuDNN graph for {} ({}); convolution + epilogue pass", name_,
+                   fused_signature, tuned.to_string());
+      }
+    } else if (!graph_refusal.empty() && channels_last_ && dtype_ == DType::kFloat16) {
+      log::debug("{}: no fused cuDNN graph for {}", name_, graph_refusal);
+    }
+    return store();
+  }
+
+  // cuDNN's legacy algorithm, or the direct kernel, for the plan: the tuning cache's choice, else
+  // (with `measure`) every candidate measured on this shape and the choice recorded. Without
+  // `measure` and without a usable recorded choice the plan keeps implicit GEMM.
+  Status choose_cudnn(cudnnHandle_t handle, ConvPlan& plan, const Tensor& x, const Tensor& w,
+                      const Tensor* bias, const Tensor* residual, Tensor& y, cudaStream_t stream,
+                      const std::string& signature, cudnnMathType_t math, bool direct_candidate,
+                      bool measure) {
     if (tuning_ != nullptr) {
       if (std::optional<std::string> choice = tuning_->find(signature);
           choice && *choice == "direct" && direct_candidate) {
-        plan->direct = true;
-        const ConvPlan* result = plan.get();
-        plans_[key] = std::move(plan);
-        return result;
+        plan.direct = true;
+        return Status();
       }
       if (std::optional<std::string> choice = tuning_->find(signature)) {
         int algo = -1, math_type = -1;
         if (std::sscanf(choice->c_str(), "algo %d math %d", &algo, &math_type) == 2 && algo >= 0 &&
             algo < CUDNN_CONVOLUTION_FWD_ALGO_COUNT) {
-          plan->algo = static_cast<cudnnConvolutionFwdAlgo_t>(algo);
+          plan.algo = static_cast<cudnnConvolutionFwdAlgo_t>(algo);
           KS_CUDNN_RETURN_IF_ERROR(
-              cudnnSetConvolutionMathType(plan->conv, static_cast<cudnnMathType_t>(math_type)));
+              cudnnSetConvolutionMathType(plan.conv, static_cast<cudnnMathType_t>(math_type)));
           const cudnnStatus_t sized = cudnnGetConvolutionForwardWorkspaceSize(
-              handle, plan->x, plan->w, plan->conv, plan->y, plan->algo, &plan->workspace);
-          if (sized == CUDNN_STATUS_SUCCESS && plan->workspace <= kMaxWorkspace) {
-            const ConvPlan* result = plan.get();
-            plans_[key] = std::move(plan);
-            return result;
-          }
+              handle, plan.x, plan.w, plan.conv, plan.y, plan.algo, &plan.workspace);
+          if (sized == CUDNN_STATUS_SUCCESS && plan.workspace <= kMaxWorkspace) return Status();
           // Not usable here after all (another cuDNN build): measure again.
-          KS_CUDNN_RETURN_IF_ERROR(cudnnSetConvolutionMathType(plan->conv, math));
+          KS_CUDNN_RETURN_IF_ERROR(cudnnSetConvolutionMathType(plan.conv, math));
+          plan.algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
+          plan.workspace = 0;
         }
       }
     }
+    if (!measure) return Status();
 
     // Measure the candidates on this shape (the output buffer serves as scratch).
     void* workspace = nullptr;
@@ -300,7 +459,7 @@ class CudnnConv final : public Kernel {
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int returned = 0;
     const cudnnStatus_t found = cudnnFindConvolutionForwardAlgorithmEx(
-        handle, plan->x, x.raw_data(), plan->w, w.raw_data(), plan->conv, plan->y, y.raw_data(),
+        handle, plan.x, x.raw_data(), plan.w, w.raw_data(), plan.conv, plan.y, y.raw_data(),
         CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf, workspace, workspace_size);
     if (workspace) KS_CUDA_RETURN_IF_ERROR(cudaFreeAsync(workspace, stream));
     KS_CUDNN_RETURN_IF_ERROR(found);
@@ -311,60 +470,141 @@ class CudnnConv final : public Kernel {
       // FP32 must stay FP32: skip algorithms that would use tensor-op math when it is not asked
       // for.
       if (dtype_ == DType::kFloat32 && !tf32_ && perf[i].mathType == CUDNN_TENSOR_OP_MATH) continue;
-      plan->algo = perf[i].algo;
-      plan->workspace = perf[i].memory;
+      plan.algo = perf[i].algo;
+      plan.workspace = perf[i].memory;
       cudnn_ms = perf[i].time;
       // The algorithm was measured with this math type; it must run with it too (cuDNN answers
       // BAD_PARAM otherwise, seen with float16 at batch 32).
-      KS_CUDNN_RETURN_IF_ERROR(cudnnSetConvolutionMathType(plan->conv, perf[i].mathType));
+      KS_CUDNN_RETURN_IF_ERROR(cudnnSetConvolutionMathType(plan.conv, perf[i].mathType));
       chosen = true;
     }
     if (!chosen) return internal_error("cuDNN found no usable convolution algorithm");
     if (direct_candidate) {
       // Timed like cuDNN's candidates, on this shape; it must beat cuDNN's convolution alone
       // (which still needs its epilogue pass on top).
-      KS_ASSIGN_OR_RETURN(const float direct_ms,
-                          time_direct(x, w, bias, residual, y, plan->direct_shape, stream));
-      plan->direct = direct_ms < cudnn_ms;
+      KS_ASSIGN_OR_RETURN(
+          const float direct_ms, time_ms(stream, [&] {
+            return check_launch(
+                "direct convolution",
+                launch_direct_conv(type_, x.raw_data(), w.raw_data(),
+                                   bias ? bias->raw_data() : nullptr,
+                                   residual ? residual->raw_data() : nullptr, y.raw_data(),
+                                   plan.direct_shape, activation_, alpha_, beta_, stream));
+          }));
+      plan.direct = direct_ms < cudnn_ms;
     }
-    if (tuning_ != nullptr && plan->direct) {
+    if (tuning_ != nullptr && plan.direct) {
       tuning_->insert(signature, "direct");
     } else if (tuning_ != nullptr) {
       cudnnMathType_t chosen_math = math;
-      KS_CUDNN_RETURN_IF_ERROR(cudnnGetConvolutionMathType(plan->conv, &chosen_math));
-      tuning_->insert(signature, fmt::format("algo {} math {}", static_cast<int>(plan->algo),
+      KS_CUDNN_RETURN_IF_ERROR(cudnnGetConvolutionMathType(plan.conv, &chosen_math));
+      tuning_->insert(signature, fmt::format("algo {} math {}", static_cast<int>(plan.algo),
                                              static_cast<int>(chosen_math)));
     }
-    const ConvPlan* result = plan.get();
-    plans_[key] = std::move(plan);
-    return result;
+    return Status();
   }
 
-  // Mean milliseconds of the direct kernel over a few launches (after one untimed).
-  StatusOr<float> time_direct(const Tensor& x, const Tensor& w, const Tensor* bias,
-                              const Tensor* residual, Tensor& y, const DirectConvShape& shape,
-                              cudaStream_t stream) {
-    auto launch = [&] {
-      return launch_direct_conv(type_, x.raw_data(), w.raw_data(),
-                                bias ? bias->raw_data() : nullptr,
-                                residual ? residual->raw_data() : nullptr, y.raw_data(), shape,
-                                activation_, alpha_, beta_, stream);
+  // The fused graph's plans measured on this shape; with `against_legacy` they must beat the
+  // legacy path (convolution + epilogue pass, or the direct kernel) timed the same way, and a plan
+  // that cannot be recorded into a CUDA graph (tried on a throwaway one) is no candidate. The
+  // fastest goes into plan.graph; the choice ("graph ..." or "legacy") is recorded. Errors (no
+  // plan at all included) leave plan.graph empty.
+  Status tune_graph(cudnnHandle_t handle, ConvPlan& plan, const std::string& fused_signature,
+                    const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual,
+                    Tensor& y, cudaStream_t stream, bool against_legacy) {
+    const auto started = std::chrono::steady_clock::now();
+    const FusedConvBuffers buffers = fused_buffers(x, w, bias, residual, y);
+    if (!fused_conv_buffers_aligned(plan.problem, buffers)) {
+      return unimplemented("the buffers are not 16-byte aligned");
+    }
+    KS_ASSIGN_OR_RETURN(std::unique_ptr<FusedConvGraph> graph,
+                        FusedConvGraph::create(plan.problem, kMaxFusedPlans, kMaxWorkspace));
+    if (graph->size() == 0) {
+      if (tuning_ != nullptr && against_legacy) tuning_->insert(fused_signature, "legacy");
+      return unimplemented("no plan: {}", graph->why_empty());
+    }
+    size_t workspace_size = 0;
+    for (size_t i = 0; i < graph->size(); ++i) {
+      workspace_size = std::max(workspace_size, graph->workspace(i));
+    }
+    void* workspace = nullptr;
+    if (workspace_size > 0) {
+      KS_CUDA_ALLOC_RETURN_IF_ERROR(cudaMallocAsync(&workspace, workspace_size, stream),
+                                    workspace_size);
+    }
+    auto free_workspace = [&] {
+      if (workspace) (void)cudaFreeAsync(workspace, stream);
+      workspace = nullptr;
     };
-    KS_RETURN_IF_ERROR(check_launch("direct convolution", launch()));
+    float best_ms = std::numeric_limits<float>::infinity();
+    if (against_legacy) {
+      StatusOr<float> legacy_ms = time_ms(
+          stream, [&] { return run_legacy(handle, plan, x, w, bias, residual, y, stream); });
+      if (!legacy_ms.ok()) {
+        free_workspace();
+        return legacy_ms.status();
+      }
+      best_ms = *legacy_ms;
+    }
+    const float legacy_ms = best_ms;
+    std::optional<size_t> best;
+    std::string timings;
+    for (size_t i = 0; i < graph->size(); ++i) {
+      StatusOr<float> ms =
+          time_ms(stream, [&] { return graph->execute(i, buffers, workspace, stream); });
+      if (!ms.ok()) {
+        timings += fmt::format(" [{}: {}]", graph->choice(i), ms.status().to_string());
+        continue;
+      }
+      timings += fmt::format(" [{}: {:.4f} ms]", graph->choice(i), *ms);
+      if (*ms >= best_ms) continue;
+      // Only a plan the engine can record into its CUDA graphs may win (checked after eager runs,
+      // as the engine records after a first eager run).
+      if (Status captured = graph->check_capture(i, buffers, workspace); !captured.ok()) {
+        timings += fmt::format(" (cannot be recorded: {})", captured.to_string());
+        continue;
+      }
+      best_ms = *ms;
+      best = i;
+    }
+    free_workspace();
+    const double tuning_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started)
+            .count();
+    if (!best) {
+      if (!against_legacy) return unimplemented("no plan ran:{}", timings);
+      if (tuning_ != nullptr) tuning_->insert(fused_signature, "legacy");
+      log::debug("{}: convolution + epilogue pass {:.4f} ms, fused cuDNN graph:{} ({:.0f} ms)",
+                 name_, legacy_ms, timings, tuning_ms);
+      return Status();
+    }
+    graph->keep_only(*best);
+    if (tuning_ != nullptr && against_legacy) tuning_->insert(fused_signature, graph->choice(0));
+    log::debug(
+        "{}: fused cuDNN graph {} {:.4f} ms (convolution + epilogue pass {:.4f} ms):{} "
+        "({:.0f} ms)",
+        name_, graph->choice(0), best_ms, legacy_ms, timings, tuning_ms);
+    plan.graph = std::move(graph);
+    return Status();
+  }
+
+  // Mean milliseconds of `launch` (returning Status) over kTimedRuns launches on `stream`, after
+  // one untimed launch.
+  template <typename Launch>
+  static StatusOr<float> time_ms(cudaStream_t stream, Launch launch) {
+    KS_RETURN_IF_ERROR(launch());
     cudaEvent_t start = nullptr, stop = nullptr;
     KS_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
     std::unique_ptr<CUevent_st, decltype(&cudaEventDestroy)> start_guard(start, &cudaEventDestroy);
     KS_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
     std::unique_ptr<CUevent_st, decltype(&cudaEventDestroy)> stop_guard(stop, &cudaEventDestroy);
-    constexpr int kRuns = 3;
     KS_CUDA_RETURN_IF_ERROR(cudaEventRecord(start, stream));
-    for (int i = 0; i < kRuns; ++i)
-      KS_RETURN_IF_ERROR(check_launch("direct convolution", launch()));
+    for (int i = 0; i < kTimedRuns; ++i) KS_RETURN_IF_ERROR(launch());
     KS_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop, stream));
     KS_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
     float ms = 0;
     KS_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, start, stop));
-    return ms / kRuns;
+    return ms / kTimedRuns;
   }
 
   DType dtype_ = DType::kFloat32;
@@ -378,7 +618,8 @@ class CudnnConv final : public Kernel {
   float alpha_ = 0, beta_ = 0;
   Tensor weights_, bias_;
   TuningCache* tuning_ = nullptr;
-  std::string pinned_kernel_;  // kestrel_kernel: "direct", "cudnn", or "" (measure)
+  std::string pinned_kernel_;  // kestrel_kernel: "direct", "cudnn", "graph", or "" (measure)
+  std::string name_;           // the node, for logs
   std::mutex mutex_;
   std::map<std::vector<int64_t>, std::unique_ptr<ConvPlan>> plans_;
 };

@@ -20,7 +20,8 @@ const std::vector<KernelEntry>& kernel_table() {
   static const std::vector<KernelEntry> table = [] {
     std::vector<KernelEntry> all;
     for (auto family : {cuda::elementwise_kernels, cuda::movement_kernels, cuda::pool_kernels,
-                        cuda::resize_kernels, cuda::conv_kernels}) {
+                        cuda::resize_kernels, cuda::conv_kernels, cuda::fused_concat_kernels,
+                        cuda::fused_elementwise_kernels}) {
       for (const KernelEntry& e : family()) all.push_back(e);
     }
     return all;
@@ -108,7 +109,7 @@ class PinnedPool : public std::enable_shared_from_this<PinnedPool> {
       }
     }
     void* p = nullptr;
-    KS_CUDA_RETURN_IF_ERROR(cudaMallocHost(&p, size));
+    KS_CUDA_HOST_ALLOC_RETURN_IF_ERROR(cudaMallocHost(&p, size), size);
     return wrap(p, size);
   }
 
@@ -185,13 +186,15 @@ class CudaBackend final : public Backend {
   }
 
   // Stream-ordered allocations from the device's memory pool: no device-wide synchronization, and
-  // freed blocks are reused by later runs.
+  // freed blocks are reused by later runs. Out of memory is RESOURCE_EXHAUSTED naming the bytes;
+  // nothing is left allocated and the device stays usable.
   StatusOr<Tensor> allocate(DType dtype, const Shape& shape) override {
     KS_ASSIGN_OR_RETURN(int64_t n, checked_num_elements(shape.dims()));
     const size_t bytes = static_cast<size_t>(n) * dtype_size(dtype);
     KS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
     void* p = nullptr;
-    KS_CUDA_RETURN_IF_ERROR(cudaMallocAsync(&p, bytes == 0 ? 1 : bytes, cudaStreamPerThread));
+    KS_CUDA_ALLOC_RETURN_IF_ERROR(cudaMallocAsync(&p, bytes == 0 ? 1 : bytes, cudaStreamPerThread),
+                                  bytes);
     const int device = device_;
     std::shared_ptr<void> storage(p, [device](void* q) {
       cudaSetDevice(device);

@@ -25,11 +25,15 @@ struct KernelEntry {
   KernelFactory create;
 };
 
-std::vector<KernelEntry> elementwise_kernels();  // elementwise.cu
-std::vector<KernelEntry> movement_kernels();     // movement.cu
-std::vector<KernelEntry> pool_kernels();         // pool.cu
-std::vector<KernelEntry> resize_kernels();       // resize.cu
-std::vector<KernelEntry> conv_kernels();         // conv.cc + conv_epilogue.cu
+std::vector<KernelEntry> elementwise_kernels();   // elementwise.cu
+std::vector<KernelEntry> movement_kernels();      // movement.cu
+std::vector<KernelEntry> pool_kernels();          // pool.cu
+std::vector<KernelEntry> resize_kernels();        // resize.cu
+std::vector<KernelEntry> conv_kernels();          // conv.cc + conv_epilogue.cu
+std::vector<KernelEntry> fused_concat_kernels();  // fused_concat.cc + .cu
+
+// fused_elementwise.cc + .cu: Kestrel's FusedElementwise.
+std::vector<KernelEntry> fused_elementwise_kernels();
 
 inline cudaStream_t stream_of(const KernelContext& ctx) {
   return ctx.stream() ? static_cast<cudaStream_t>(ctx.stream()) : cudaStreamPerThread;

@@ -1,4 +1,6 @@
 // cuDNN errors as Status values naming the call, file and line; and one cuDNN handle per thread.
+// cuDNN's allocation failures (host or device) are RESOURCE_EXHAUSTED, like CUDA's out-of-memory
+// (cuda_check.h); NOT_SUPPORTED is UNIMPLEMENTED; the rest INTERNAL.
 #pragma once
 
 #include <cudnn.h>

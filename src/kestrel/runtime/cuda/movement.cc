@@ -1,6 +1,9 @@
 // Engine kernels for data movement on the GPU: views (Reshape and friends share storage),
 // Transpose, Expand, Concat and Split. Device code in movement.cu.
+#include <algorithm>
+
 #include "kestrel/runtime/cuda/cuda_kernels.h"
+#include "kestrel/runtime/cuda/movement_launch.h"
 #include "kestrel/runtime/cuda/strided.h"
 
 namespace kestrel::runtime::cuda {
@@ -35,9 +38,8 @@ StatusOr<std::unique_ptr<Kernel>> create_transpose(const KernelDef& def) {
       s.rank = 1;
       s.dims[0] = 1;
     }
-    return check_launch("transpose",
-                        launch_gather_strided(element_size(in), in.raw_data(), out.raw_data(),
-                                              out.num_elements(), s, stream_of(ctx)));
+    return check_launch("transpose", launch_transpose(element_size(in), in.raw_data(),
+                                                      out.raw_data(), s, stream_of(ctx)));
   });
 }
 
@@ -58,50 +60,68 @@ int64_t axis_of(const Attributes& attrs, size_t rank) {
   return axis < 0 ? axis + static_cast<int64_t>(rank) : axis;
 }
 
-// Concat: each input is copied into its slice of the output, one launch per input.
+// Concat: every input is copied into its slice of the output in one launch.
 StatusOr<std::unique_ptr<Kernel>> create_concat(const KernelDef& def) {
   return make_kernel([attrs = def.attrs](KernelContext& ctx) -> Status {
     Tensor& out = ctx.output(0);
     const auto axis = static_cast<size_t>(axis_of(attrs, out.rank()));
-    const int64_t outer = out.shape().num_elements(0, axis);
     const int64_t inner = out.shape().num_elements(axis + 1, out.rank());
-    const int64_t out_block = out.shape()[axis] * inner;
-    const int esize = element_size(out);
+    std::vector<const void*> parts;
+    std::vector<int64_t> widths, offsets;
     int64_t offset = 0;
     for (size_t k = 0; k < ctx.num_inputs(); ++k) {
       const Tensor& in = ctx.input(k);
-      const int64_t block = in.shape()[axis] * inner;
-      KS_RETURN_IF_ERROR(check_launch(
-          "concat", launch_copy_blocks(esize, in.raw_data(),
-                                       static_cast<char*>(out.raw_data()) + offset * esize, outer,
-                                       block, block, out_block, stream_of(ctx))));
-      offset += block;
+      const int64_t width = in.shape()[axis] * inner;
+      parts.push_back(in.raw_data());
+      widths.push_back(width);
+      offsets.push_back(offset);
+      offset += width;
     }
-    return Status();
+    SegmentCopy copy;
+    copy.parts_in = parts.data();
+    copy.widths = widths.data();
+    copy.offsets = offsets.data();
+    copy.count = static_cast<int>(parts.size());
+    copy.whole_out = out.raw_data();
+    copy.outer = out.shape().num_elements(0, axis);
+    copy.whole_width = offset;
+    return check_launch("concat", launch_segment_copy(element_size(out), copy, stream_of(ctx)));
   });
 }
 
-// Split: each output is copied out of its slice of the input.
+// Split: every output is copied out of its slice of the input in one launch.
 StatusOr<std::unique_ptr<Kernel>> create_split(const KernelDef& def) {
   return make_kernel([attrs = def.attrs](KernelContext& ctx) -> Status {
     const Tensor& in = ctx.input(0);
     const auto axis = static_cast<size_t>(axis_of(attrs, in.rank()));
-    const int64_t outer = in.shape().num_elements(0, axis);
     const int64_t inner = in.shape().num_elements(axis + 1, in.rank());
-    const int64_t in_block = in.shape()[axis] * inner;
-    const int esize = element_size(in);
+    std::vector<void*> parts;
+    std::vector<int64_t> widths, offsets;
     int64_t offset = 0;
+    size_t missing = ctx.num_outputs();  // the first output left unallocated
     for (size_t k = 0; k < ctx.num_outputs(); ++k) {
       Tensor& out = ctx.output(k);
-      if (!out.defined()) continue;
-      const int64_t block = out.shape()[axis] * inner;
-      KS_RETURN_IF_ERROR(check_launch(
-          "split",
-          launch_copy_blocks(esize, static_cast<const char*>(in.raw_data()) + offset * esize,
-                             out.raw_data(), outer, block, in_block, block, stream_of(ctx))));
-      offset += block;
+      if (!out.defined()) {
+        missing = std::min(missing, k);
+        continue;
+      }
+      // An unallocated output's width is unknown, so the slices after it cannot be placed.
+      if (missing < k) return internal_error("Split: output {} is not allocated", missing);
+      const int64_t width = out.shape()[axis] * inner;
+      parts.push_back(out.raw_data());
+      widths.push_back(width);
+      offsets.push_back(offset);
+      offset += width;
     }
-    return Status();
+    SegmentCopy copy;
+    copy.parts_out = parts.data();
+    copy.widths = widths.data();
+    copy.offsets = offsets.data();
+    copy.count = static_cast<int>(parts.size());
+    copy.whole_in = in.raw_data();
+    copy.outer = in.shape().num_elements(0, axis);
+    copy.whole_width = in.shape()[axis] * inner;
+    return check_launch("split", launch_segment_copy(element_size(in), copy, stream_of(ctx)));
   });
 }
 

@@ -1,6 +1,7 @@
 // Engine kernels for MaxPool (without its Indices output), AveragePool and GlobalAveragePool on the
-// GPU, for NCHW tensors with two spatial dimensions. Window geometry follows ONNX; the output shape
-// comes from the shape rule, so ceil_mode is already in it. Device code in pool.cu.
+// GPU, for NCHW or NHWC (kestrel_channels_last) tensors with two spatial dimensions. Window
+// geometry follows ONNX; the output shape comes from the shape rule, so ceil_mode is already in it.
+// Device code in pool.cu.
 #include <algorithm>
 
 #include "kestrel/runtime/cuda/cuda_kernels.h"
@@ -28,6 +29,8 @@ StatusOr<std::unique_ptr<Kernel>> create_pool(const KernelDef& def, bool average
     const Tensor& x = ctx.input(0);
     Tensor& y = ctx.output(0);
     if (x.rank() != 4) return unimplemented("CUDA pooling takes 4-D tensors");
+    // Nothing to compute (and with no channels, NHWC would read as NCHW below).
+    if (y.num_elements() == 0) return Status();
     // NCHW: planes of N*C; NHWC: N images with the channels innermost.
     const size_t ha = nhwc ? 1 : 2, wa = nhwc ? 2 : 3;
     const int h = static_cast<int>(x.shape()[ha]), w = static_cast<int>(x.shape()[wa]);

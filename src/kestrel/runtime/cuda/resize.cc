@@ -1,6 +1,6 @@
-// Engine kernel for Resize on the GPU: nearest mode over the two spatial axes of NCHW tensors, what
-// detectors' upsampling layers use. Other modes and layouts run on the CPU (UNIMPLEMENTED here).
-// Device code in resize.cu.
+// Engine kernel for Resize on the GPU: nearest mode over the two spatial axes of NCHW or NHWC
+// tensors, what detectors' upsampling layers use. Other modes and layouts run on the CPU
+// (UNIMPLEMENTED here). Device code in resize.cu.
 #include "kestrel/runtime/cuda/cuda_kernels.h"
 
 namespace kestrel::runtime::cuda {
@@ -37,6 +37,8 @@ StatusOr<std::unique_ptr<Kernel>> create_resize(const KernelDef& def) {
     const Tensor& x = ctx.input(0);
     Tensor& y = ctx.output(0);
     if (x.rank() != 4) return unimplemented("GPU Resize takes 4-D tensors");
+    // Nothing to compute (and with no channels, NHWC would read as NCHW below).
+    if (y.num_elements() == 0) return Status();
     // Scales as ONNX defines them: given (a value input, so on the host), else out / in.
     std::vector<double> scale(4);
     for (size_t i = 0; i < 4; ++i) {

@@ -32,6 +32,16 @@ StatusOr<Tensor> concat_rows(const std::vector<const Tensor*>& parts, int64_t to
 
 }  // namespace
 
+size_t choose_batch(std::span<const int64_t> rows, int64_t max_batch_size,
+                    std::span<const int> preferred, bool delay_expired) {
+  if (rows.empty()) return 0;
+  if (rows.back() >= max_batch_size || delay_expired) return rows.size();
+  for (size_t k = rows.size(); k > 0; --k) {
+    if (std::find(preferred.begin(), preferred.end(), rows[k - 1]) != preferred.end()) return k;
+  }
+  return 0;
+}
+
 StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::create(
     const BatcherOptions& options, std::vector<std::string> output_names, BatchExecutor executor,
     ModelStatistics* stats) {
@@ -45,6 +55,11 @@ StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::create(
                             options.default_priority_level, options.priority_levels);
   std::unique_ptr<DynamicBatcher> b(new DynamicBatcher());
   b->options_ = options;
+  b->preferred_ = options.preferred_batch_sizes;
+  if (b->preferred_.empty()) {
+    for (int size : options.warm_batch_sizes)
+      if (size >= 2 && size <= options.max_batch_size) b->preferred_.push_back(size);
+  }
   b->output_names_ = std::move(output_names);
   b->executor_ = std::move(executor);
   b->stats_ = stats;
@@ -142,9 +157,10 @@ void DynamicBatcher::prune(Clock::time_point now, std::vector<Job>& dropped) {
   }
 }
 
-std::vector<std::pair<size_t, size_t>> DynamicBatcher::plan_batch(int64_t* rows) const {
+std::vector<std::pair<size_t, size_t>> DynamicBatcher::plan_batch(
+    std::vector<int64_t>* rows) const {
   std::vector<std::pair<size_t, size_t>> picks;
-  *rows = 0;
+  rows->clear();
   bool batching = options_.dynamic_batching && options_.max_batch_size > 0;
   const std::string* signature = nullptr;
   // Jobs that timed out under DELAY go after every other job.
@@ -155,34 +171,33 @@ std::vector<std::pair<size_t, size_t>> DynamicBatcher::plan_batch(int64_t* rows)
         if (job.delayed != (pass == 1)) continue;
         if (picks.empty()) {
           picks.emplace_back(level, i);
-          *rows = job.rows;
+          rows->push_back(job.rows);
           signature = &job.signature;
           if (!batching) return picks;
           continue;
         }
-        if (job.signature != *signature || *rows + job.rows > options_.max_batch_size) continue;
+        if (job.signature != *signature || rows->back() + job.rows > options_.max_batch_size)
+          continue;
         picks.emplace_back(level, i);
-        *rows += job.rows;
-        if (*rows == options_.max_batch_size) return picks;
+        rows->push_back(rows->back() + job.rows);
+        if (rows->back() == options_.max_batch_size) return picks;
       }
     }
   }
   return picks;
 }
 
-bool DynamicBatcher::should_run(int64_t rows, Clock::time_point now,
-                                Clock::time_point* wake) const {
-  if (!options_.dynamic_batching || options_.max_batch_size == 0) return true;
-  if (rows >= options_.max_batch_size || options_.max_queue_delay_us == 0) return true;
-  const auto& preferred = options_.preferred_batch_sizes;
-  if (std::find(preferred.begin(), preferred.end(), rows) != preferred.end()) return true;
+size_t DynamicBatcher::batch_to_run(const std::vector<int64_t>& rows, Clock::time_point now,
+                                    Clock::time_point* wake) const {
+  if (!options_.dynamic_batching || options_.max_batch_size == 0) return rows.size();
   Clock::time_point oldest = Clock::time_point::max();
   for (const auto& q : queues_)
     for (const Job& job : q) oldest = std::min(oldest, job.enqueued);
-  Clock::time_point due = oldest + std::chrono::microseconds(options_.max_queue_delay_us);
-  if (due <= now) return true;
-  *wake = due;
-  return false;
+  const Clock::time_point due = oldest + std::chrono::microseconds(options_.max_queue_delay_us);
+  const size_t take = choose_batch(rows, options_.max_batch_size, preferred_,
+                                   options_.max_queue_delay_us == 0 || due <= now);
+  if (take == 0) *wake = due;
+  return take;
 }
 
 void DynamicBatcher::finish(Job& job, StatusOr<InferResponse> result) {
@@ -214,13 +229,15 @@ void DynamicBatcher::worker(int instance) {
       wake_.wait(lock);
       continue;
     }
-    int64_t rows = 0;
+    std::vector<int64_t> rows;
     std::vector<std::pair<size_t, size_t>> picks = plan_batch(&rows);
     Clock::time_point wake_at;
-    if (!stopping_ && !should_run(rows, now, &wake_at)) {
+    size_t take = batch_to_run(rows, now, &wake_at);
+    if (take == 0 && !stopping_) {
       wake_.wait_until(lock, wake_at);
       continue;
     }
+    if (take > 0) picks.resize(take);  // a stopping batcher runs everything it lined up
     std::vector<Job> jobs;
     jobs.reserve(picks.size());
     for (const auto& [level, i] : picks) jobs.push_back(std::move(queues_[level][i]));

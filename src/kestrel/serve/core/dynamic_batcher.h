@@ -2,12 +2,25 @@
 // batches for the model's instances.
 //
 // Requests wait in one FIFO queue per priority level (level 1 is served first). `instance_count`
-// worker threads each take the next batch and run it through the executor concurrently. With
-// dynamic batching on, a worker gathers requests whose non-batch input shapes agree, up to
-// max_batch_size rows: it runs at once when the batch is full or has a preferred size, otherwise it
-// waits for more requests until the oldest one has waited max_queue_delay_us. The request tensors
-// are concatenated along the batch axis (axis 0) and each output is split back by the rows each
-// request brought.
+// worker threads each take the next batch and run it through the executor concurrently. The
+// request tensors of a batch are concatenated along the batch axis (axis 0) and each output is
+// split back by the rows each request brought.
+//
+// The batch rule (choose_batch(), with dynamic batching on). An idle worker lines up the queued
+// requests whose non-batch input shapes agree, in queue order, up to max_batch_size rows; the
+// batch can be any prefix of that line. Then, in this order:
+//   1. the line holds max_batch_size rows: all of it runs;
+//   2. the oldest queued request has waited max_queue_delay_us (or the delay is 0): all of it
+//      runs, whatever its size;
+//   3. some prefix has a preferred size: the largest such prefix runs now, the rest stays queued;
+//   4. otherwise the worker waits for more requests, at most until rule 2 applies.
+// The preferred sizes are the configured preferred_batch_size values; when the configuration has
+// none, the sizes the engine is warm for (warm_batch_sizes: those with a recorded CUDA graph on
+// the GPU), 2 and more: so with 5 requests queued, max 16 and graphs at 4, 8 and 16, a batch of
+// 4 runs at once rather than an odd 5 that has no graph (which would be planned and recorded in
+// the middle of serving), unless they have waited the delay already, in which case all 5 run.
+// Size 1 never counts as warm: preferring it would send every lone request at once instead of
+// waiting for company. Under rule 3 Kestrel behaves as Triton does with preferred sizes.
 //
 // Queue policy: a request is refused immediately with UNAVAILABLE when the queue holds
 // max_queue_size requests, and one that waited longer than its timeout is answered UNAVAILABLE
@@ -26,6 +39,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -43,6 +57,9 @@ struct BatcherOptions {
   // Off: requests run one at a time even when max_batch_size > 0.
   bool dynamic_batching = false;
   std::vector<int> preferred_batch_sizes;
+  // The batch sizes the model's engines are warm for (engine::Engine::warm_batch_sizes()):
+  // preferred when preferred_batch_sizes is empty (sizes below 2 are ignored).
+  std::vector<int> warm_batch_sizes;
   uint64_t max_queue_delay_us = 0;
   uint64_t priority_levels = 0;  // 0: one level
   uint64_t default_priority_level = 0;
@@ -52,6 +69,13 @@ struct BatcherOptions {
   bool delay_on_timeout = false;  // timeout action DELAY instead of REJECT
   int instance_count = 1;
 };
+
+// The batch rule of the header comment as a pure function. `rows[k]`: the rows of the batch made
+// of the first k+1 lined-up requests (ascending, the last <= max_batch_size); `preferred`: the
+// sizes rule 3 prefers; `delay_expired`: the oldest queued request has waited max_queue_delay_us.
+// Returns how many of the lined-up requests run now; 0: wait.
+size_t choose_batch(std::span<const int64_t> rows, int64_t max_batch_size,
+                    std::span<const int> preferred, bool delay_expired);
 
 // Runs one batch on instance `instance` (0..instance_count-1): inputs by name, outputs in the order
 // of the batcher's output names.
@@ -91,14 +115,17 @@ class DynamicBatcher {
   void worker(int instance);
   // REQUIRES: mutex_. Removes cancelled and (REJECT) timed-out jobs into `dropped`.
   void prune(std::chrono::steady_clock::time_point now, std::vector<Job>& dropped);
-  // REQUIRES: mutex_. The jobs of the next batch, front first, as (level, index) pairs.
-  std::vector<std::pair<size_t, size_t>> plan_batch(int64_t* rows) const;
-  bool should_run(int64_t rows, std::chrono::steady_clock::time_point now,
-                  std::chrono::steady_clock::time_point* wake) const;
+  // REQUIRES: mutex_. The lined-up jobs of the next batch, front first, as (level, index) pairs;
+  // `rows` receives the rows of each prefix.
+  std::vector<std::pair<size_t, size_t>> plan_batch(std::vector<int64_t>* rows) const;
+  // REQUIRES: mutex_. How many of the lined-up jobs run now (choose_batch); 0: wait until `wake`.
+  size_t batch_to_run(const std::vector<int64_t>& rows, std::chrono::steady_clock::time_point now,
+                      std::chrono::steady_clock::time_point* wake) const;
   void execute(std::vector<Job> jobs, int instance);
   static void finish(Job& job, StatusOr<InferResponse> result);
 
   BatcherOptions options_;
+  std::vector<int> preferred_;  // the sizes rule 3 prefers
   std::vector<std::string> output_names_;
   BatchExecutor executor_;
   ModelStatistics* stats_ = nullptr;

@@ -117,8 +117,8 @@ StatusOr<KestrelParameters> kestrel_parameters(const inference::ModelConfig& con
   for (const auto& [key, param] : config.parameters()) {
     const std::string& v = param.string_value();
     if (key == "precision") {
-      if (v != "fp32" && v != "fp16")
-        return invalid_argument("parameter 'precision' must be fp32 or fp16, got '{}'", v);
+      if (v != "fp32" && v != "tf32" && v != "fp16")
+        return invalid_argument("parameter 'precision' must be fp32, tf32 or fp16, got '{}'", v);
       p.precision = v;
     } else if (key == "score_threshold" || key == "iou_threshold") {
       KS_ASSIGN_OR_RETURN(double x, parse_number(key, v));

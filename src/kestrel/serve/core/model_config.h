@@ -41,7 +41,7 @@ inference::ModelConfig default_model_config(std::string name, int max_batch);
 // with the detection settings (optimize/append_nms.h): its outputs are boxes, scores, classes and
 // num_dets instead of the raw YOLO output.
 struct KestrelParameters {
-  std::string precision = "fp32";
+  std::string precision = "fp32";  // "fp32", "tf32" or "fp16"
   vision::DetectionOptions detection;
   bool nms = false;
 };

@@ -1,5 +1,6 @@
-// serve_core: configuration parsing, the dynamic batcher's behaviour (batching, delays, queue
-// policy, priorities, cancellation), statistics, metrics, and the model lifecycle on a tiny model.
+// serve_core: configuration parsing, instance placement, the dynamic batcher's behaviour (batch
+// choice, batching, delays, queue policy, priorities, cancellation), statistics, metrics, and the
+// model lifecycle on a tiny model (with GPU placement where this machine has GPUs).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include "kestrel/serve/core/dynamic_batcher.h"
 #include "kestrel/serve/core/gpu_metrics.h"
 #include "kestrel/serve/core/inference_server.h"
+#include "kestrel/serve/core/instance_placement.h"
 #include "kestrel/serve/core/metrics.h"
 #include "kestrel/serve/core/model_config.h"
 
@@ -74,6 +76,176 @@ TEST(ModelConfigTest, RejectsBadValues) {
                   config.status().code() == StatusCode::kUnimplemented);
     }
   }
+}
+
+// ---- instance placement ----
+
+inference::ModelConfig config_with_groups(const std::string& groups) {
+  auto config = parse_model_config("name: \"m\"\n" + groups, "config.pbtxt");
+  EXPECT_TRUE(config.ok()) << config.status();
+  return config.ok() ? *config : inference::ModelConfig();
+}
+
+InstancePlacement gpu(int index, const std::string& group = "m_0") {
+  return {group, "cuda", index};
+}
+InstancePlacement cpu(const std::string& group = "m_0") { return {group, "cpu", -1}; }
+
+using Placements = std::vector<InstancePlacement>;
+
+TEST(InstancePlacementTest, WithoutGpusListAGpuGroupUsesEveryVisibleGpu) {
+  auto config = config_with_groups("instance_group [ { count: 2 kind: KIND_GPU } ]");
+  auto placed = place_instances(config, 3);
+  ASSERT_TRUE(placed.ok()) << placed.status();
+  EXPECT_EQ(*placed, (Placements{gpu(0), gpu(0), gpu(1), gpu(1), gpu(2), gpu(2)}));
+}
+
+TEST(InstancePlacementTest, CountInstancesOnEachListedGpu) {
+  auto config = config_with_groups("instance_group [ { count: 2 kind: KIND_GPU gpus: [ 0, 1 ] } ]");
+  auto placed = place_instances(config, 2);
+  ASSERT_TRUE(placed.ok()) << placed.status();
+  EXPECT_EQ(*placed, (Placements{gpu(0), gpu(0), gpu(1), gpu(1)}));
+  // The listed order is kept, and only the listed GPUs are used.
+  config = config_with_groups("instance_group [ { kind: KIND_GPU gpus: [ 3, 1 ] } ]");
+  placed = place_instances(config, 4);
+  ASSERT_TRUE(placed.ok()) << placed.status();
+  EXPECT_EQ(*placed, (Placements{gpu(3), gpu(1)}));
+}
+
+TEST(InstancePlacementTest, KindCpuRunsOnTheCpuEvenWithGpus) {
+  auto config = config_with_groups(
+      "instance_group [ { count: 3 kind: KIND_CPU }, { name: \"g\" kind: KIND_GPU gpus: [ 1 ] } ]");
+  auto placed = place_instances(config, 2);
+  ASSERT_TRUE(placed.ok()) << placed.status();
+  EXPECT_EQ(*placed, (Placements{cpu(), cpu(), cpu(), gpu(1, "g")}));
+  EXPECT_FALSE(place_instances(config_with_groups("instance_group [ { kind: KIND_CPU } ]"), 0)
+                   ->front()
+                   .on_gpu());
+}
+
+TEST(InstancePlacementTest, AutoKindIsTheGpuWhenThereIsOne) {
+  // No instance_group, or KIND_AUTO with count 0: one instance per GPU, else one on the CPU.
+  const inference::ModelConfig none = config_with_groups("");
+  EXPECT_EQ(*place_instances(none, 2), (Placements{gpu(0), gpu(1)}));
+  EXPECT_EQ(*place_instances(none, 0), (Placements{cpu()}));
+  auto config = config_with_groups("instance_group [ { count: 2 } ]");
+  EXPECT_EQ(*place_instances(config, 1), (Placements{gpu(0), gpu(0)}));
+  EXPECT_EQ(*place_instances(config, 0), (Placements{cpu(), cpu()}));
+  // Under --backend cuda a KIND_AUTO group needs a GPU.
+  auto no_gpu = place_instances(config, 0, "cuda");
+  ASSERT_FALSE(no_gpu.ok());
+  EXPECT_NE(no_gpu.status().message().find("KIND_AUTO under --backend cuda"), std::string::npos)
+      << no_gpu.status();
+}
+
+TEST(InstancePlacementTest, ServerBackendCpuKeepsTheNumberOfInstances) {
+  auto config = config_with_groups("instance_group [ { count: 2 kind: KIND_GPU gpus: [ 0, 1 ] } ]");
+  auto placed = place_instances(config, 0, "cpu");
+  ASSERT_TRUE(placed.ok()) << placed.status();
+  EXPECT_EQ(*placed, (Placements{cpu(), cpu(), cpu(), cpu()}));
+  EXPECT_EQ(place_instances(config, 2, "metal").status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(InstancePlacementTest, GpuIndexThatDoesNotExistNamesModelIndexAndVisibleCount) {
+  auto config = config_with_groups("instance_group [ { kind: KIND_GPU gpus: [ 0, 1 ] } ]");
+  auto placed = place_instances(config, 1);
+  ASSERT_FALSE(placed.ok());
+  EXPECT_EQ(placed.status().code(), StatusCode::kInvalidArgument);
+  const std::string message(placed.status().message());
+  EXPECT_NE(message.find("model 'm'"), std::string::npos) << message;
+  EXPECT_NE(message.find("'m_0' lists GPU 1"), std::string::npos) << message;
+  EXPECT_NE(message.find("1 GPU is visible"), std::string::npos) << message;
+
+  placed = place_instances(config, 0);  // this machine, CI
+  ASSERT_FALSE(placed.ok());
+  EXPECT_NE(placed.status().message().find("lists GPU 0, but no GPU is visible"), std::string::npos)
+      << placed.status();
+  placed = place_instances(config_with_groups("instance_group [ { kind: KIND_GPU } ]"), 0);
+  ASSERT_FALSE(placed.ok());
+  EXPECT_NE(placed.status().message().find("needs a GPU, but no GPU is visible"), std::string::npos)
+      << placed.status();
+  placed = place_instances(config_with_groups("instance_group [ { gpus: [ 4 ] } ]"), 2);
+  ASSERT_FALSE(placed.ok());
+  EXPECT_NE(placed.status().message().find("2 GPUs are visible to this server (indices 0..1)"),
+            std::string::npos)
+      << placed.status();
+}
+
+TEST(InstancePlacementTest, NegativeAndDuplicateIndicesAreRefused) {
+  // parse_model_config refuses a negative index already; placement checks on its own too.
+  EXPECT_FALSE(parse_model_config("instance_group [ { kind: KIND_GPU gpus: [ -1 ] } ]", "c").ok());
+  inference::ModelConfig config;
+  config.set_name("m");
+  auto* group = config.add_instance_group();
+  group->set_kind(inference::ModelInstanceGroup::KIND_GPU);
+  group->add_gpus(-1);
+  auto placed = place_instances(config, 2);
+  ASSERT_FALSE(placed.ok());
+  EXPECT_EQ(placed.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(placed.status().message().find("GPU index -1 is negative"), std::string::npos)
+      << placed.status();
+
+  placed = place_instances(
+      config_with_groups("instance_group [ { count: 2 kind: KIND_GPU gpus: [ 1, 0, 1 ] } ]"), 2);
+  ASSERT_FALSE(placed.ok());
+  EXPECT_EQ(placed.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(placed.status().message().find("lists GPU 1 twice"), std::string::npos)
+      << placed.status();
+  // The same GPU in two groups is fine: each group is its own set of instances.
+  placed = place_instances(config_with_groups("instance_group [ { name: \"a\" gpus: [ 0 ] }, "
+                                              "{ name: \"b\" gpus: [ 0 ] } ]"),
+                           1);
+  ASSERT_TRUE(placed.ok()) << placed.status();
+  EXPECT_EQ(*placed, (Placements{gpu(0, "a"), gpu(0, "b")}));
+}
+
+TEST(InstancePlacementTest, PlacedGroupsInTritonsNormalizedForm) {
+  const Placements placed = {cpu("m_0"),    cpu("m_0"),    gpu(0, "m_1"),
+                             gpu(0, "m_1"), gpu(2, "m_1"), gpu(2, "m_1")};
+  const auto groups = placed_instance_groups(placed);
+  ASSERT_EQ(groups.size(), 2u);
+  EXPECT_EQ(groups[0].name(), "m_0");
+  EXPECT_EQ(groups[0].kind(), inference::ModelInstanceGroup::KIND_CPU);
+  EXPECT_EQ(groups[0].count(), 2);
+  EXPECT_EQ(groups[0].gpus_size(), 0);
+  EXPECT_EQ(groups[1].kind(), inference::ModelInstanceGroup::KIND_GPU);
+  EXPECT_EQ(groups[1].count(), 2);
+  EXPECT_EQ(std::vector<int>(groups[1].gpus().begin(), groups[1].gpus().end()),
+            (std::vector<int>{0, 2}));
+  EXPECT_EQ(gpu(2).device_name(), "GPU 2");
+  EXPECT_EQ(cpu().device_name(), "CPU");
+}
+
+// ---- the batch choice (dynamic_batcher.h's rule) ----
+
+TEST(ChooseBatchTest, FullBatchRunsAtOnce) {
+  const int64_t rows[] = {1, 2, 3, 4};
+  EXPECT_EQ(choose_batch(rows, 4, {}, false), 4u);
+  const int64_t multi_row[] = {3, 8};  // requests of several rows each
+  EXPECT_EQ(choose_batch(multi_row, 8, {}, false), 2u);
+}
+
+TEST(ChooseBatchTest, WaitsUntilTheDelayThenSendsWhatItHas) {
+  const int64_t rows[] = {1, 2, 3};
+  const int preferred[] = {4, 8, 16};
+  EXPECT_EQ(choose_batch(rows, 16, preferred, false), 0u);
+  EXPECT_EQ(choose_batch(rows, 16, preferred, true), 3u);
+  EXPECT_EQ(choose_batch({}, 16, preferred, true), 0u);
+}
+
+TEST(ChooseBatchTest, LargestPreferredSizeThatFitsRatherThanAnOddSize) {
+  const int preferred[] = {4, 8, 16};
+  const int64_t five[] = {1, 2, 3, 4, 5};
+  EXPECT_EQ(choose_batch(five, 16, preferred, false), 4u);
+  const int64_t eleven[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
+  EXPECT_EQ(choose_batch(eleven, 16, preferred, false), 8u);
+  // Past the delay, everything queued runs (an odd size included).
+  EXPECT_EQ(choose_batch(five, 16, preferred, true), 5u);
+  // Multi-row requests: only sizes a prefix reaches count (3 + 2 = 5 skips 4).
+  const int64_t skips_four[] = {3, 5, 9};
+  EXPECT_EQ(choose_batch(skips_four, 16, preferred, false), 0u);
+  const int64_t reaches_eight[] = {3, 5, 8, 9};
+  EXPECT_EQ(choose_batch(reaches_eight, 16, preferred, false), 3u);
 }
 
 // ---- dynamic batcher (with a fake model: y = x * 2, recording batch sizes) ----
@@ -163,6 +335,32 @@ TEST(DynamicBatcherTest, PreferredBatchSizeRunsWithoutWaiting) {
   ASSERT_TRUE(f2.get().ok());
   EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
   EXPECT_EQ(model.batches, (std::vector<int64_t>{2}));
+}
+
+TEST(DynamicBatcherTest, WarmSizesArePreferredWithoutConfiguredOnes) {
+  FakeModel model;
+  BatcherOptions o;
+  o.max_batch_size = 8;
+  o.dynamic_batching = true;
+  o.warm_batch_sizes = {1, 4, 8};  // 1 never counts: lone requests still wait for company
+  o.max_queue_delay_us = 300000;
+  auto b = DynamicBatcher::create(o, {"y"}, model.executor(), nullptr);
+  ASSERT_TRUE(b.ok());
+  std::vector<std::future<StatusOr<InferResponse>>> f;
+  for (int i = 0; i < 5; ++i) f.push_back(submit(**b, make_request(static_cast<float>(i))));
+  for (auto& x : f) ASSERT_TRUE(x.get().ok());
+  // Four at once (a warm size), the fifth alone after the delay; not one odd batch of five.
+  EXPECT_EQ(model.batches, (std::vector<int64_t>{4, 1}));
+
+  // Configured preferred sizes win over warm ones.
+  FakeModel configured;
+  o.preferred_batch_sizes = {3};
+  auto c = DynamicBatcher::create(o, {"y"}, configured.executor(), nullptr);
+  ASSERT_TRUE(c.ok());
+  f.clear();
+  for (int i = 0; i < 4; ++i) f.push_back(submit(**c, make_request(static_cast<float>(i))));
+  for (auto& x : f) ASSERT_TRUE(x.get().ok());
+  EXPECT_EQ(configured.batches, (std::vector<int64_t>{3, 1}));
 }
 
 TEST(DynamicBatcherTest, WaitsAtMostMaxQueueDelay) {
@@ -407,6 +605,97 @@ TEST_F(RepositoryTest, ServesConfiguredModel) {
   std::promise<Status> p;
   (*server)->infer(bad, [&](StatusOr<InferResponse> res) { p.set_value(res.status()); });
   EXPECT_EQ(p.get_future().get().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(RepositoryTest, ShowsPlacementAndPrefersWarmedBatchSizes) {
+  // A warm-up at batch 4 leaves the engine warm for 4: with 5 requests queued, 4 run at once.
+  std::ofstream(root_ / "tiny" / "config.pbtxt")
+      << "max_batch_size: 8\ndynamic_batching { max_queue_delay_microseconds: 300000 }\n"
+         "instance_group [ { count: 2 kind: KIND_CPU } ]\n"
+         "model_warmup [ { name: \"four\" batch_size: 4 inputs { key: \"x\" value {\n"
+         "  data_type: TYPE_FP32 dims: [ 4 ] zero_data: true } } } ]\n";
+  auto server = InferenceServer::create(repository_options(root_));
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto m = (*server)->model("tiny", "");
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ((*m)->warm_batch_sizes(), (std::vector<int>{4}));
+  EXPECT_EQ((*m)->instances(), (std::vector<InstancePlacement>(2, {"tiny_0", "cpu", -1})));
+  const inference::ModelConfig& config = (*m)->config();
+  ASSERT_EQ(config.instance_group_size(), 1);
+  EXPECT_EQ(config.instance_group(0).name(), "tiny_0");
+  EXPECT_EQ(config.instance_group(0).kind(), inference::ModelInstanceGroup::KIND_CPU);
+  EXPECT_EQ(config.instance_group(0).count(), 2);
+
+  std::vector<std::future<StatusOr<InferResponse>>> results;
+  for (int i = 0; i < 5; ++i)
+    results.push_back(
+        std::async(std::launch::async, [&, i] { return infer(**server, static_cast<float>(i)); }));
+  for (int i = 0; i < 5; ++i) {
+    auto r = results[static_cast<size_t>(i)].get();
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_FLOAT_EQ(r->outputs[0].tensor.data<float>()[0], 2.0f * static_cast<float>(i) + 1);
+  }
+  auto stats = (*server)->statistics("tiny", "");
+  ASSERT_TRUE(stats.ok());
+  std::map<uint64_t, uint64_t> batches;  // size -> executions
+  for (const auto& b : stats->model_stats(0).batch_stats())
+    batches[b.batch_size()] = b.compute_infer().count();
+  EXPECT_EQ(batches, (std::map<uint64_t, uint64_t>{{1, 1}, {4, 1}}));
+}
+
+TEST_F(RepositoryTest, GpuThatDoesNotExistFailsThatModelOnly) {
+  // The GPU one past the last visible one (GPU 0 here without a GPU; GPU 1 on a one-GPU machine).
+  const int missing = visible_gpu_count();
+  fs::create_directories(root_ / "tiny_gpu" / "1");
+  fs::copy_file(tiny_model(), root_ / "tiny_gpu" / "1" / "model.onnx");
+  std::ofstream(root_ / "tiny_gpu" / "config.pbtxt")
+      << "max_batch_size: 8\ninstance_group [ { kind: KIND_GPU gpus: [ " << missing << " ] } ]\n";
+  ServerOptions o = repository_options(root_, ControlMode::kExplicit);
+  o.load.backend = "auto";
+  auto server = InferenceServer::create(o);
+  ASSERT_TRUE(server.ok()) << server.status();
+  InferenceServer& s = **server;
+  ASSERT_TRUE(s.load("tiny").ok());
+  Status failed = s.load("tiny_gpu");
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.code(), StatusCode::kInvalidArgument);
+  const std::string message(failed.message());
+  EXPECT_NE(message.find("model 'tiny_gpu'"), std::string::npos) << message;
+  EXPECT_NE(message.find(fmt::format("GPU {}", missing)), std::string::npos) << message;
+  EXPECT_NE(message.find(missing == 0 ? std::string("no GPU is visible")
+                                      : fmt::format("{} GPU", missing)),
+            std::string::npos)
+      << message;
+  const inference::RepositoryIndexResponse index = s.index(false);
+  for (const auto& entry : index.models()) {
+    if (entry.name() == "tiny_gpu") {
+      EXPECT_EQ(entry.state(), "UNAVAILABLE");
+      EXPECT_NE(entry.reason().find(fmt::format("GPU {}", missing)), std::string::npos);
+    }
+  }
+  EXPECT_TRUE(infer(s, 1).ok());  // the other model keeps serving
+
+  if (missing == 0) return;
+  // With a GPU: the last one serves the model, warm for its max batch size (a CUDA graph).
+  std::ofstream(root_ / "tiny_gpu" / "config.pbtxt")
+      << "max_batch_size: 8\ndynamic_batching { }\n"
+         "instance_group [ { count: 2 kind: KIND_GPU gpus: [ "
+      << missing - 1 << " ] } ]\n";
+  ASSERT_TRUE(s.load("tiny_gpu").ok());
+  auto m = s.model("tiny_gpu", "");
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ((*m)->instances(),
+            (std::vector<InstancePlacement>(2, {"tiny_gpu_0", "cuda", missing - 1})));
+  EXPECT_FALSE((*m)->engine().device().is_cpu());
+  const auto& warm = (*m)->warm_batch_sizes();
+  EXPECT_NE(std::find(warm.begin(), warm.end(), 8), warm.end());
+  InferRequest r = make_request(3);
+  r.model_name = "tiny_gpu";
+  std::promise<StatusOr<InferResponse>> p;
+  s.infer(std::move(r), [&](StatusOr<InferResponse> res) { p.set_value(std::move(res)); });
+  auto res = p.get_future().get();
+  ASSERT_TRUE(res.ok()) << res.status();
+  EXPECT_FLOAT_EQ(res->outputs[0].tensor.data<float>()[0], 7.0f);
 }
 
 TEST_F(RepositoryTest, ConfiguresModelWithoutConfigFromOnnx) {

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -30,21 +31,12 @@ boost::asio::thread_pool& preprocessing_pool() {
   return *pool;  // never destroyed: tasks may still run while the process exits
 }
 
-int instance_count(const inference::ModelConfig& config) {
-  int count = 0;
-  for (const auto& group : config.instance_group()) {
-    // Triton: a group without gpus gets `count` instances (1 when unset); on the CPU backend
-    // KIND_GPU groups run as CPU instances, once per listed GPU.
-    int per = group.count() > 0 ? group.count() : 1;
-    count += per * std::max(1, group.gpus_size());
-  }
-  return std::max(1, count);
-}
-
-BatcherOptions batcher_options(const inference::ModelConfig& config) {
+BatcherOptions batcher_options(const inference::ModelConfig& config, int instance_count,
+                               const std::vector<int>& warm_batch_sizes) {
   BatcherOptions o;
   o.max_batch_size = config.max_batch_size();
-  o.instance_count = instance_count(config);
+  o.instance_count = instance_count;
+  o.warm_batch_sizes = warm_batch_sizes;
   if (config.has_dynamic_batching()) {
     const auto& db = config.dynamic_batching();
     o.dynamic_batching = true;
@@ -62,15 +54,41 @@ BatcherOptions batcher_options(const inference::ModelConfig& config) {
   return o;
 }
 
-// The engine of one model version: a .kplan file loaded as it is; an ONNX file loaded from the
-// engine cache when a matching engine is there, else built (and saved to the cache).
+// Runs `work` on a thread of its own and returns its result. Work for one device gets a fresh
+// thread: a thread's current CUDA device and its cuDNN handle belong to the first device it used.
+template <typename Work>
+auto on_own_thread(Work work) -> decltype(work()) {
+  std::optional<decltype(work())> result;
+  std::thread([&] { result.emplace(work()); }).join();
+  return std::move(*result);
+}
+
+// Makes the calling thread's current CUDA device the engine's, once per thread: the engine's
+// kernels launch on the thread's current device (and its cuDNN handle is made there), which
+// would otherwise be GPU 0 on a fresh worker thread. Engine::synchronize() selects the device.
+Status bind_thread_to(const engine::Engine& engine) {
+  if (engine.device().is_cpu()) return Status();
+  thread_local const engine::Engine* bound = nullptr;
+  if (bound == &engine) return Status();
+  KS_RETURN_IF_ERROR(engine.synchronize());
+  bound = &engine;
+  return Status();
+}
+
+// The engine of one model version on the device of `where`: a .kplan file loaded as it is; an
+// ONNX file loaded from the engine cache when a matching engine is there, else built (and saved
+// to the cache).
 StatusOr<std::unique_ptr<engine::Engine>> load_engine(const inference::ModelConfig& config,
                                                       int64_t version, const std::string& path,
                                                       const LoadOptions& options,
-                                                      const KestrelParameters& params) {
+                                                      const KestrelParameters& params,
+                                                      const InstancePlacement& where) {
   engine::BuildOptions build;
-  build.engine.backend = options.backend;
-  build.precision = params.precision;
+  build.engine.backend = where.backend;
+  build.engine.device_index = std::max(0, where.device_index);
+  // tf32: float32 tensors, convolutions on TF32 tensor cores (engine::BuildOptions::tf32).
+  build.precision = params.precision == "tf32" ? "fp32" : params.precision;
+  build.tf32 = params.precision == "tf32";
   build.max_batch = std::max(1, config.max_batch_size());
   std::string nms_key;  // part of the cached engine's name
   if (params.nms) {
@@ -80,10 +98,19 @@ StatusOr<std::unique_ptr<engine::Engine>> load_engine(const inference::ModelConf
                           d.class_agnostic ? "-agnostic" : "");
   }
   if (path.ends_with(".kplan")) {
-    log::info("model '{}' version {}: loading engine file {}", config.name(), version, path);
+    log::info("model '{}' version {}: loading engine file {} on the {}", config.name(), version,
+              path, where.device_name());
     engine::LoadOptions load;
     load.engine = build.engine;
-    return engine::load_engine_file(path, load);
+    KS_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> loaded,
+                        engine::load_engine_file(path, load));
+    // The file decides its backend: it must be the one the instances are placed on.
+    if (loaded->device().is_cpu() == where.on_gpu())
+      return invalid_argument(
+          "model '{}': {} is an engine for the {}, but instance_group '{}' runs on the {}",
+          config.name(), path, loaded->device().is_cpu() ? "CPU" : "GPU", where.group,
+          where.device_name());
+    return loaded;
   }
   std::string cached;
   std::string sha;
@@ -91,18 +118,23 @@ StatusOr<std::unique_ptr<engine::Engine>> load_engine(const inference::ModelConf
     StatusOr<std::string> hash = engine::sha256_of_file(path);
     if (hash.ok()) {
       sha = *hash;
-      std::string backend =
-          options.backend == "auto" ? (engine::cuda_available() ? "cuda" : "cpu") : options.backend;
+      // Engines are tuned per GPU model and architecture, so the GPU's is part of the name;
+      // identical GPUs share one file.
+      std::string device = where.backend;
+      if (where.on_gpu()) {
+        StatusOr<std::string> gpu = gpu_model_key(where.device_index);
+        device += "-" + (gpu.ok() ? *gpu : fmt::format("gpu{}", where.device_index));
+      }
       cached = fmt::format("{}/{}-{}-b{}-{}{}.kplan", options.engine_cache_dir, sha,
-                           params.precision, build.max_batch, backend, nms_key);
+                           params.precision, build.max_batch, device, nms_key);
       if (std::filesystem::exists(cached)) {
         engine::LoadOptions load;
         load.engine = build.engine;
         load.expect_model = path;
         StatusOr<std::unique_ptr<engine::Engine>> e = engine::load_engine_file(cached, load);
         if (e.ok()) {
-          log::info("model '{}' version {}: loaded the cached engine {}", config.name(), version,
-                    cached);
+          log::info("model '{}' version {}: loaded the cached engine {} on the {}", config.name(),
+                    version, cached, where.device_name());
           return e;
         }
         log::warn("model '{}' version {}: cached engine unusable, rebuilding: {}", config.name(),
@@ -112,8 +144,8 @@ StatusOr<std::unique_ptr<engine::Engine>> load_engine(const inference::ModelConf
   }
   log::info("model '{}' version {}: importing {}", config.name(), version, path);
   KS_ASSIGN_OR_RETURN(std::unique_ptr<ir::Graph> graph, onnx::import_model_file(path));
-  log::info("model '{}' version {}: building the engine ({}, max batch {})", config.name(), version,
-            params.precision, build.max_batch);
+  log::info("model '{}' version {}: building the engine ({}, max batch {}) on the {}",
+            config.name(), version, params.precision, build.max_batch, where.device_name());
   KS_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> built,
                       engine::build_engine(std::move(graph), build));
   if (!cached.empty()) {
@@ -144,11 +176,48 @@ StatusOr<std::unique_ptr<ServedModel>> ServedModel::load(inference::ModelConfig 
   vision::register_detection_kernels();  // engines may end in NMS (kestrel build --nms)
   KS_ASSIGN_OR_RETURN(KestrelParameters params, kestrel_parameters(config));
   auto start = std::chrono::steady_clock::now();
-  KS_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> built,
-                      load_engine(config, version, model_path, options, params));
-
   std::unique_ptr<ServedModel> m(new ServedModel());
-  m->engine_ = std::move(built);
+  // An engine file decides its backend (it was built for one): KIND_AUTO groups follow it.
+  std::string backend = options.backend;
+  if (model_path.ends_with(".kplan")) {
+    KS_ASSIGN_OR_RETURN(engine::EngineFileInfo info, engine::read_engine_file_info(model_path));
+    backend = info.backend;
+  }
+  const int gpus = backend == "cpu" ? 0 : visible_gpu_count();
+  KS_ASSIGN_OR_RETURN(m->instances_, place_instances(config, gpus, backend));
+
+  // One engine per device the instances use, in the order they first appear.
+  std::vector<InstancePlacement> devices;
+  std::vector<int> instances_on;  // per device
+  for (const InstancePlacement& where : m->instances_) {
+    auto same_device = [&](const InstancePlacement& d) {
+      return d.backend == where.backend && d.device_index == where.device_index;
+    };
+    auto it = std::find_if(devices.begin(), devices.end(), same_device);
+    if (it == devices.end()) {
+      devices.push_back(where);
+      instances_on.push_back(0);
+      it = devices.end() - 1;
+    }
+    const size_t d = static_cast<size_t>(it - devices.begin());
+    ++instances_on[d];
+    m->engine_of_instance_.push_back(d);
+  }
+  // Where the instances run: one line per group and device.
+  for (size_t i = 0, end; i < m->instances_.size(); i = end) {
+    const InstancePlacement& where = m->instances_[i];
+    for (end = i; end < m->instances_.size() && m->instances_[end] == where;) ++end;
+    log::info("model '{}' version {}: instance group '{}': {} instance(s) on the {}", config.name(),
+              version, where.group, end - i, where.device_name());
+  }
+  for (size_t d = 0; d < devices.size(); ++d) {
+    KS_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> built, on_own_thread([&] {
+                          return load_engine(config, version, model_path, options, params,
+                                             devices[d]);
+                        }));
+    m->engines_.push_back(std::move(built));
+  }
+  m->engine_ = m->engines_.front();
   m->version_ = version;
   m->detection_defaults_ = params.detection;
   m->decode_options_.max_pixels = options.max_image_pixels;
@@ -161,25 +230,67 @@ StatusOr<std::unique_ptr<ServedModel>> ServedModel::load(inference::ModelConfig 
     }
   }
   KS_RETURN_IF_ERROR(complete_model_config(*m->engine_, &config));
+  // The configuration shows the groups as placed (Triton's normalized form).
+  config.clear_instance_group();
+  for (auto& group : placed_instance_groups(m->instances_))
+    *config.add_instance_group() = std::move(group);
   m->config_ = std::move(config);
   StatusOr<std::unique_ptr<vision::Detector>> detector = vision::Detector::create(*m->engine_);
   if (detector.ok()) m->detector_ = std::move(*detector);
 
-  KS_RETURN_IF_ERROR(m->warm_up());
+  for (size_t d = 0; d < m->engines_.size(); ++d) {
+    const engine::Engine& engine = *m->engines_[d];
+    Status warm = on_own_thread([&] { return m->warm_up(engine, instances_on[d]); });
+    if (!warm.ok()) return warm.with_context(fmt::format("on the {}", devices[d].device_name()));
+  }
+  // The sizes every engine is warm for.
+  for (size_t d = 0; d < m->engines_.size(); ++d) {
+    std::vector<int> sizes;
+    for (int64_t size : m->engines_[d]->warm_batch_sizes()) sizes.push_back(static_cast<int>(size));
+    if (d == 0) {
+      m->warm_batch_sizes_ = std::move(sizes);
+    } else {
+      std::erase_if(m->warm_batch_sizes_, [&](int size) {
+        return std::find(sizes.begin(), sizes.end(), size) == sizes.end();
+      });
+    }
+  }
+
   std::vector<std::string> output_names;
   for (const auto& out : m->engine_->outputs()) output_names.push_back(out.name);
-  std::shared_ptr<engine::Engine> engine = m->engine_;
+  const BatcherOptions batching =
+      batcher_options(m->config_, static_cast<int>(m->instances_.size()), m->warm_batch_sizes_);
   KS_ASSIGN_OR_RETURN(m->batcher_, DynamicBatcher::create(
-                                       batcher_options(m->config_), std::move(output_names),
-                                       [engine](const std::map<std::string, Tensor>& inputs, int) {
-                                         return engine->run(inputs);
+                                       batching, std::move(output_names),
+                                       [engines = m->engines_, engine_of = m->engine_of_instance_](
+                                           const std::map<std::string, Tensor>& inputs,
+                                           int instance) -> StatusOr<std::vector<Tensor>> {
+                                         const engine::Engine& engine =
+                                             *engines[engine_of[static_cast<size_t>(instance)]];
+                                         KS_RETURN_IF_ERROR(bind_thread_to(engine));
+                                         return engine.run(inputs);
                                        },
                                        &m->stats_));
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   log::info("model '{}' version {}: READY in {:.2f} s ({}, {} instance(s), max batch {}{})",
-            m->name(), version, seconds, m->engine_->backend_summary(),
-            batcher_options(m->config_).instance_count, m->config_.max_batch_size(),
-            m->detector_ ? ", detector" : "");
+            m->name(), version, seconds, m->engine_->backend_summary(), m->instances_.size(),
+            m->config_.max_batch_size(), m->detector_ ? ", detector" : "");
+  if (batching.dynamic_batching && batching.max_batch_size > 0) {
+    auto list = [](const std::vector<int>& sizes) {
+      std::string text;
+      for (int size : sizes) text += fmt::format("{}{}", text.empty() ? "" : ", ", size);
+      return text;
+    };
+    std::vector<int> preferred = batching.preferred_batch_sizes;
+    if (preferred.empty())
+      for (int size : m->warm_batch_sizes_)
+        if (size >= 2 && size <= batching.max_batch_size) preferred.push_back(size);
+    log::info(
+        "model '{}' version {}: engines warm for batch sizes [{}]; preferred batch sizes [{}] "
+        "({})",
+        m->name(), version, list(m->warm_batch_sizes_), list(preferred),
+        batching.preferred_batch_sizes.empty() ? "the warm ones of 2 and more" : "configured");
+  }
   return m;
 }
 
@@ -189,26 +300,31 @@ void ServedModel::stop() {
   if (batcher_) batcher_->stop();
 }
 
-Status ServedModel::warm_up() {
+Status ServedModel::warm_up(const engine::Engine& engine, int instances) const {
+  KS_RETURN_IF_ERROR(bind_thread_to(engine));
   // Without configured samples, one zero batch of one runs when every dim is fixed, so that the
   // first client does not pay for planning the execution context.
-  std::vector<inference::ModelWarmup> samples(config_.model_warmup().begin(),
-                                              config_.model_warmup().end());
-  if (samples.empty()) {
+  bool fixed_dims = true;
+  for (const auto& in : config_.input())
+    fixed_dims = fixed_dims && std::find(in.dims().begin(), in.dims().end(), -1) == in.dims().end();
+  auto zero_sample = [&](std::string name, uint32_t batch) {
     inference::ModelWarmup w;
-    w.set_name("default");
-    w.set_batch_size(1);
+    w.set_name(std::move(name));
+    w.set_batch_size(batch);
     for (const auto& in : config_.input()) {
-      if (std::find(in.dims().begin(), in.dims().end(), -1) != in.dims().end()) return Status();
       auto& input = (*w.mutable_inputs())[in.name()];
       input.set_data_type(in.data_type());
       input.mutable_dims()->CopyFrom(in.dims());
       input.set_zero_data(true);
     }
-    samples.push_back(std::move(w));
-  }
+    return w;
+  };
+  std::vector<inference::ModelWarmup> samples(config_.model_warmup().begin(),
+                                              config_.model_warmup().end());
+  if (samples.empty() && fixed_dims) samples.push_back(zero_sample("default", 1));
   std::mt19937 rng(1234);
-  for (const auto& sample : samples) {
+  auto make_inputs =
+      [&](const inference::ModelWarmup& sample) -> StatusOr<std::map<std::string, Tensor>> {
     std::map<std::string, Tensor> inputs;
     for (const auto& in : config_.input()) {
       auto it = sample.inputs().find(in.name());
@@ -228,11 +344,48 @@ Status ServedModel::warm_up() {
         for (float& v : t.values<float>()) v = std::uniform_real_distribution<float>(0, 1)(rng);
       inputs[in.name()] = std::move(t);
     }
+    return inputs;
+  };
+  for (const auto& sample : samples) {
+    KS_ASSIGN_OR_RETURN(auto inputs, make_inputs(sample));
     int runs = std::max<int>(1, static_cast<int>(sample.count()));
     for (int i = 0; i < runs; ++i) {
-      StatusOr<std::vector<Tensor>> out = engine_->run(inputs);
+      StatusOr<std::vector<Tensor>> out = engine.run(inputs);
       if (!out.ok()) return out.status().with_context("warm-up '" + sample.name() + "'");
     }
+  }
+
+  // On a GPU: the batch sizes the batcher forms most, each recorded as a CUDA graph now. One run
+  // alone first (the autotuner measures the size's kernels then, undisturbed), then as many at
+  // once as the device has instances, so that each instance finds a context of its own (a run
+  // that finds none idle plans and records another). The CPU has no graphs to record, and
+  // planning a context there costs little.
+  const int max_batch = config_.max_batch_size();
+  if (engine.device().is_cpu() || max_batch == 0 || !fixed_dims) return Status();
+  std::vector<int> sizes;
+  if (config_.has_dynamic_batching())
+    sizes.assign(config_.dynamic_batching().preferred_batch_size().begin(),
+                 config_.dynamic_batching().preferred_batch_size().end());
+  sizes.push_back(max_batch);
+  std::sort(sizes.begin(), sizes.end());
+  sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
+  for (int size : sizes) {
+    const inference::ModelWarmup sample = zero_sample(fmt::format("batch {}", size), size);
+    KS_ASSIGN_OR_RETURN(auto inputs, make_inputs(sample));
+    const std::string context = fmt::format("warm-up at batch size {}", size);
+    KS_RETURN_IF_ERROR(engine.run(inputs).status().with_context(context));
+    if (instances < 2) continue;
+    std::vector<Status> results(static_cast<size_t>(instances));
+    std::vector<std::thread> runs;
+    for (Status& result : results) {
+      runs.emplace_back([&] {
+        result = bind_thread_to(engine);
+        if (result.ok()) result = engine.run(inputs).status();
+      });
+    }
+    for (std::thread& t : runs) t.join();
+    for (const Status& result : results)
+      if (!result.ok()) return result.with_context(context);
   }
   return Status();
 }

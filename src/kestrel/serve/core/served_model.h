@@ -1,9 +1,18 @@
-// ServedModel: one loaded, warmed-up version of a model: its configuration, engine, optional YOLO
-// detector, request scheduler (DynamicBatcher over `count` instances) and statistics.
+// ServedModel: one loaded, warmed-up version of a model: its configuration, engines, optional
+// YOLO detector, request scheduler (DynamicBatcher over the instances) and statistics.
 //
-// Lifecycle: ServedModel::load() imports the ONNX file, builds the engine, completes the
-// configuration, runs the warm-up samples and only then returns: a ServedModel that exists is
-// READY. Its destructor drains the scheduler (queued requests still run).
+// Lifecycle: ServedModel::load() places the instances on their devices (instance_placement.h),
+// imports the ONNX file and builds one engine per device the instances use (instances on one
+// device share its engine, each run on an execution context of its own), completes the
+// configuration, warms every engine up and only then returns: a ServedModel that exists is READY.
+// Its destructor drains the scheduler (queued requests still run).
+//
+// Warm-up: the model_warmup samples (or, without any, one zero batch of one when every dim is
+// fixed) run on every engine; engines on a GPU also run a zero batch at every preferred_batch_size
+// and at max_batch_size, as many at once as the device has instances, so that the CUDA graphs of
+// those sizes are recorded before the first client. The sizes the engines are then warm for
+// (Engine::warm_batch_sizes()) are what the batcher prefers when no preferred_batch_size is
+// configured (dynamic_batcher.h).
 //
 // Thread safety: const methods and infer()/detect() may be called concurrently.
 #pragma once
@@ -19,6 +28,7 @@
 #include "kestrel/protocol/grpc_service.pb.h"
 #include "kestrel/protocol/model_config.pb.h"
 #include "kestrel/serve/core/dynamic_batcher.h"
+#include "kestrel/serve/core/instance_placement.h"
 #include "kestrel/serve/core/model_config.h"
 #include "kestrel/serve/core/model_statistics.h"
 #include "kestrel/serve/core/request.h"
@@ -28,9 +38,12 @@
 namespace kestrel::serve {
 
 struct LoadOptions {
-  std::string backend = "auto";  // engine backend: auto, cpu, cuda
+  // The server's engine backend: auto, cpu or cuda; with the instance groups it decides where each
+  // instance runs (instance_placement.h). A .kplan model file runs on the backend it was built for.
+  std::string backend = "auto";
   // Engines built from ONNX files are saved here as .kplan files named by the model's SHA-256,
-  // precision, max batch and backend, and loaded instead of rebuilt next time (a file built for
+  // precision, max batch, backend and, on the GPU, the GPU model and architecture (not its index:
+  // identical GPUs share a file), and loaded instead of rebuilt next time (a file built for
   // another GPU or Kestrel version fails its checks and is rebuilt). Empty: no cache.
   std::string engine_cache_dir;
   // /detect refuses images whose header declares more pixels than this (checked before any
@@ -56,8 +69,14 @@ class ServedModel : public std::enable_shared_from_this<ServedModel> {
 
   const std::string& name() const { return config_.name(); }
   int64_t version() const { return version_; }
+  // The configuration as served: completed from the engine, instance groups as placed.
   const inference::ModelConfig& config() const { return config_; }
+  // The engine of the first instance (every engine runs the same model).
   const engine::Engine& engine() const { return *engine_; }
+  // Where each instance runs; instance i is the batcher's instance i.
+  const std::vector<InstancePlacement>& instances() const { return instances_; }
+  // The batch sizes every engine was warm for after the warm-up (BatcherOptions).
+  const std::vector<int>& warm_batch_sizes() const { return warm_batch_sizes_; }
   // Null when the model is not a YOLO detector.
   const vision::Detector* detector() const { return detector_.get(); }
 
@@ -84,7 +103,8 @@ class ServedModel : public std::enable_shared_from_this<ServedModel> {
 
  private:
   ServedModel() = default;
-  Status warm_up();
+  // Runs the warm-up on `engine`, which serves `instances` instances.
+  Status warm_up(const engine::Engine& engine, int instances) const;
   // detect() after its checks, on the calling thread.
   void decode_and_detect(const std::vector<std::string_view>& images,
                          const vision::DetectionOptions& options,
@@ -93,6 +113,10 @@ class ServedModel : public std::enable_shared_from_this<ServedModel> {
   inference::ModelConfig config_;
   int64_t version_ = 0;
   std::shared_ptr<engine::Engine> engine_;
+  std::vector<std::shared_ptr<engine::Engine>> engines_;  // one per device, in placement order
+  std::vector<InstancePlacement> instances_;
+  std::vector<size_t> engine_of_instance_;  // index into engines_
+  std::vector<int> warm_batch_sizes_;
   std::shared_ptr<vision::Detector> detector_;
   vision::DetectionOptions detection_defaults_;
   vision::DecodeOptions decode_options_;
