@@ -17,14 +17,15 @@ rm -rf .dev/bundle
 strip .dev/bundle/bin/*
 mkdir -p .dev/bundle/shared/models .dev/bundle/shared/reference
 cp "$shared"/models/yolov5n.onnx "$shared"/models/yolov5s-randw-fp16.onnx .dev/bundle/shared/models/
-cp "$shared"/reference/bus_input_rgb_u8.npy .dev/bundle/shared/reference/
+cp "$shared"/reference/bus_input_rgb_u8.npy "$shared"/reference/zidane_input_rgb_u8.npy \
+  .dev/bundle/shared/reference/
 if [ "${1:-}" = detect ]; then
-  cp "$shared"/reference/zidane_input_rgb_u8.npy .dev/bundle/shared/reference/ 2>/dev/null || true
   cp -r "$shared"/coco-val .dev/bundle/shared/
 else
   cp "$shared"/reference/bus_output.npy .dev/bundle/shared/reference/
 fi
 mkdir -p .dev/bundle/shared/images
 cp "$shared"/images/*.jpg .dev/bundle/shared/images/
-cp scripts/gpu-check.sh scripts/gpu-detect-check.sh tests/bench/overhead.sh bench/paper/run.sh .dev/bundle/
+cp scripts/gpu-check.sh scripts/gpu-detect-check.sh scripts/roofline.py tests/bench/overhead.sh \
+  bench/paper/run.sh .dev/bundle/
 du -sh .dev/bundle

@@ -45,6 +45,9 @@ make_repo() {  # name model precision batching -> prints the repository
 cold_starts() {
   mkdir -p "$out/cold"
   : > "$out/cold-start.txt"
+  # The server command bench starts: through the bundle's runner when there is one.
+  local server=("$kestrel")
+  [ -n "$run" ] && server=("$run" "$kestrel")
   for spec in "yolov5n.onnx fp32" "yolov5n.onnx fp16" "yolov5s-randw-fp16.onnx fp16"; do
     set -- $spec
     local stem=${1%.onnx} repo
@@ -54,7 +57,7 @@ cold_starts() {
       local name="${stem%%-*}-gpu-$2-$cache-cache"
       $run "$kestrel" bench --cold-start -m "$stem" -i grpc -u localhost:18101 \
         --concurrency-range 1:1 -p 500 -r 3 --no-progress --label "$name" \
-        --json "$out/cold/$name.json" -- "$kestrel" serve --model-repository "$repo" \
+        --json "$out/cold/$name.json" -- "${server[@]}" serve --model-repository "$repo" \
         --backend cuda --http-port 18100 --grpc-port 18101 --metrics-port 18102 \
         --engine-cache-dir "$out/cold/engines-$stem-$2" > "$out/cold/$name.txt" 2>&1
       echo "$name: $(grep -m1 'cold start:' "$out/cold/$name.txt")" | tee -a "$out/cold-start.txt"

@@ -11,8 +11,9 @@
 // and one kernel reads it once and writes the final values into the concatenation, where before
 // the epilogue read and wrote every output and the Concat copied it again. Inputs that are not
 // such convolutions (a pool, a Resize, a convolution with other consumers) are copied as they are.
-// Worth it where the convolution's own epilogue is a separate pass (cuDNN); the CPU's oneDNN fuses
-// epilogues into the convolution, so the builder runs this pass for the GPU only.
+// Worth it where the convolution's own epilogue is a separate pass: cuDNN's channels-first
+// convolutions. The CPU's oneDNN and cuDNN's channels-last float16 graph kernels fuse epilogues
+// into the convolution, so the builder runs this pass for channels-first GPU engines only.
 #pragma once
 
 #include "kestrel/base/status.h"

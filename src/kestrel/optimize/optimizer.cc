@@ -8,6 +8,7 @@
 #include "kestrel/optimize/fuse_conv_activation.h"
 #include "kestrel/optimize/fuse_conv_batchnorm.h"
 #include "kestrel/optimize/fuse_elementwise.h"
+#include "kestrel/optimize/stem_space_to_depth.h"
 #include "kestrel/optimize/to_channels_last.h"
 
 namespace kestrel::optimize {
@@ -40,6 +41,8 @@ StatusOr<OptimizeReport> optimize_graph(ir::Graph& graph, ir::NodeEvaluator& eva
   if (options.channels_last) {
     KS_RETURN_IF_ERROR(ir::annotate_symbolic_shapes(graph, &evaluator));
     KS_RETURN_IF_ERROR(record("to_channels_last", to_channels_last(graph)));
+    KS_RETURN_IF_ERROR(ir::annotate_symbolic_shapes(graph, &evaluator));
+    KS_RETURN_IF_ERROR(record("stem_space_to_depth", stem_space_to_depth(graph)));
   }
   if (options.fuse && options.fuse_concat) {
     KS_RETURN_IF_ERROR(ir::annotate_symbolic_shapes(graph, &evaluator));

@@ -6,6 +6,8 @@
 //   fuse_conv_residual    FusedConv + Add of a same-shape tensor -> FusedConv with a residual input
 //   to_channels_last      (option channels_last) convolutional regions run NHWC, transposes at
 //                         their borders
+//   stem_space_to_depth   (with channels_last) a stride-2 even-kernel convolution over <= 4
+//                         channels becomes a stride-1 one over 2x2 pixel blocks as channels
 //   fuse_concat           (option fuse_concat) a convolution feeding only a Concat along its
 //                         channels hands its epilogue to the Concat (a FusedConcat), which writes
 //                         the final values into the output's slice
