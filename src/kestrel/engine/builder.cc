@@ -74,6 +74,14 @@ StatusOr<std::unique_ptr<Engine>> build_engine(std::unique_ptr<ir::Graph> graph,
   }
   // After the optimizer: its fusions make the FusedConv nodes that must carry the mark.
   if (options.tf32) r.tf32_convolutions = allow_tf32(*graph);
+  if (!options.cudnn_graph) {
+    for (ir::Node* n : graph->nodes()) {
+      if ((n->op_type() == "Conv" || n->op_type() == "FusedConv") &&
+          !n->attrs().has("kestrel_kernel")) {
+        n->attrs().set("kestrel_kernel", std::string("no_graph"));
+      }
+    }
+  }
   if (options.nms) {
     KS_RETURN_IF_ERROR(optimize::append_yolo_nms(*graph, *options.nms));
     KS_RETURN_IF_ERROR(ir::annotate_symbolic_shapes(*graph, evaluator.get()));

@@ -25,6 +25,12 @@ struct BuildOptions {
   // float32 means full float32; only with precision "fp32" (INVALID_ARGUMENT with "fp16"). The
   // CPU kernels ignore it.
   bool tf32 = false;
+  // Convolutions may run as cuDNN graph kernels with their epilogue fused (runtime/cuda/conv.cc):
+  // the fastest, but cuDNN compiles those kernels at run time, about a second for each new
+  // batch size an engine meets (and again after loading an engine file). Off: the other
+  // candidates only, ready in milliseconds; the server's default (a dynamic batcher meets many
+  // batch sizes).
+  bool cudnn_graph = true;
   // Batches 1..max_batch are accepted; constant folding is exact over that range.
   int64_t max_batch = 32;
   // Off: run the imported graph as it is (for debugging the optimizer).

@@ -731,7 +731,8 @@ std::vector<OpSchema> nn_op_schemas() {
   std::vector<OpSchema> s;
   // kestrel_kernel (Kestrel's, both operators): "direct", "cudnn" or "graph" (cuDNN's fused
   // graph, channels-last FusedConv) pins the GPU kernel instead of measuring the candidates
-  // (runtime/cuda/conv.cc); for tests and per-layer overrides.
+  // (runtime/cuda/conv.cc); for tests and per-layer overrides. "no_graph" measures the others
+  // only (engine::BuildOptions::cudnn_graph off).
   // kestrel_tf32 (Kestrel's, both operators): 1 lets a float32 convolution use TF32 tensor cores
   // on the GPU (engine::BuildOptions::tf32 sets it; runtime/cuda/conv.cc honours it).
   s.push_back(

@@ -112,7 +112,8 @@ class CudnnConv final : public Kernel {
     k->name_ = def.describe();
     k->pinned_kernel_ = def.attrs.get_string("kestrel_kernel", "");
     if (!k->pinned_kernel_.empty() && k->pinned_kernel_ != "direct" &&
-        k->pinned_kernel_ != "cudnn" && k->pinned_kernel_ != "graph") {
+        k->pinned_kernel_ != "cudnn" && k->pinned_kernel_ != "graph" &&
+        k->pinned_kernel_ != "no_graph") {
       return invalid_argument("{}: kestrel_kernel must be direct, cudnn or graph, not '{}'",
                               def.describe(), k->pinned_kernel_);
     }
@@ -364,7 +365,8 @@ class CudnnConv final : public Kernel {
       return unimplemented("kestrel_kernel=graph: no fused cuDNN graph for {} ({})", graph_refusal,
                            signature);
     }
-    const bool graph_candidate = graph_refusal.empty() && pinned_kernel_ != "cudnn";
+    const bool graph_candidate =
+        graph_refusal.empty() && pinned_kernel_ != "cudnn" && pinned_kernel_ != "no_graph";
     // The graph's choice depends on the epilogue too.
     const std::string fused_signature =
         fmt::format("{} fused bias{} residual{} act{} {:g} {:g}", signature, bias ? 1 : 0,
@@ -618,8 +620,10 @@ class CudnnConv final : public Kernel {
   float alpha_ = 0, beta_ = 0;
   Tensor weights_, bias_;
   TuningCache* tuning_ = nullptr;
-  std::string pinned_kernel_;  // kestrel_kernel: "direct", "cudnn", "graph", or "" (measure)
-  std::string name_;           // the node, for logs
+  // kestrel_kernel: "direct", "cudnn", "graph", "no_graph" (measure all but the graph), or ""
+  // (measure every candidate).
+  std::string pinned_kernel_;
+  std::string name_;  // the node, for logs
   std::mutex mutex_;
   std::map<std::vector<int64_t>, std::unique_ptr<ConvPlan>> plans_;
 };

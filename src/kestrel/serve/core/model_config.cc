@@ -139,10 +139,14 @@ StatusOr<KestrelParameters> kestrel_parameters(const inference::ModelConfig& con
       if (v != "true" && v != "false")
         return invalid_argument("parameter 'nms' must be true or false, got '{}'", v);
       p.nms = v == "true";
+    } else if (key == "cudnn_graph") {
+      if (v != "true" && v != "false")
+        return invalid_argument("parameter 'cudnn_graph' must be true or false, got '{}'", v);
+      p.cudnn_graph = v == "true";
     } else {
       return invalid_argument(
           "unknown parameter '{}' (Kestrel knows precision, score_threshold, iou_threshold, "
-          "max_detections, class_agnostic, nms)",
+          "max_detections, class_agnostic, nms, cudnn_graph)",
           key);
     }
   }

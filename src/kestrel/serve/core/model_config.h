@@ -37,13 +37,17 @@ Status complete_model_config(const engine::Engine& engine, inference::ModelConfi
 inference::ModelConfig default_model_config(std::string name, int max_batch);
 
 // Kestrel's own parameters ("precision", "score_threshold", "iou_threshold", "max_detections",
-// "class_agnostic", "nms") with their defaults. With nms "true" the engine ends in YoloNms built
-// with the detection settings (optimize/append_nms.h): its outputs are boxes, scores, classes and
-// num_dets instead of the raw YOLO output.
+// "class_agnostic", "nms", "cudnn_graph") with their defaults. With nms "true" the engine ends in
+// YoloNms built with the detection settings (optimize/append_nms.h): its outputs are boxes, scores,
+// classes and num_dets instead of the raw YOLO output.
 struct KestrelParameters {
   std::string precision = "fp32";  // "fp32", "tf32" or "fp16"
   vision::DetectionOptions detection;
   bool nms = false;
+  // "cudnn_graph": convolutions may run as cuDNN's fused graph kernels (engine::BuildOptions::
+  // cudnn_graph). Off by default here: each new batch size would first wait about a second per
+  // convolution shape while cuDNN compiles them, which a dynamic batcher turns into tail latency.
+  bool cudnn_graph = false;
 };
 StatusOr<KestrelParameters> kestrel_parameters(const inference::ModelConfig& config);
 

@@ -90,6 +90,7 @@ StatusOr<std::unique_ptr<engine::Engine>> load_engine(const inference::ModelConf
   build.precision = params.precision == "tf32" ? "fp32" : params.precision;
   build.tf32 = params.precision == "tf32";
   build.max_batch = std::max(1, config.max_batch_size());
+  build.cudnn_graph = params.cudnn_graph;
   std::string nms_key;  // part of the cached engine's name
   if (params.nms) {
     build.nms = vision::yolo_nms_attributes(params.detection);
@@ -125,8 +126,9 @@ StatusOr<std::unique_ptr<engine::Engine>> load_engine(const inference::ModelConf
         StatusOr<std::string> gpu = gpu_model_key(where.device_index);
         device += "-" + (gpu.ok() ? *gpu : fmt::format("gpu{}", where.device_index));
       }
-      cached = fmt::format("{}/{}-{}-b{}-{}{}.kplan", options.engine_cache_dir, sha,
-                           params.precision, build.max_batch, device, nms_key);
+      cached =
+          fmt::format("{}/{}-{}-b{}-{}{}{}.kplan", options.engine_cache_dir, sha, params.precision,
+                      build.max_batch, device, nms_key, params.cudnn_graph ? "-graph" : "");
       if (std::filesystem::exists(cached)) {
         engine::LoadOptions load;
         load.engine = build.engine;
