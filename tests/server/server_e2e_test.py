@@ -586,24 +586,44 @@ def test_instance_placement(kestrel, source):
 
 
 def test_sigterm_under_load(srv, model, make_body):
+    """Requests whose bytes were sent before SIGTERM are answered, and so is the request of a
+    connection that was open (but silent) when the signal came; the process then exits 0."""
     print("SIGTERM under load")
+    path = f"/v2/models/{model}/" + ("detect" if model == "yolov5n" else "infer")
     results = []
+    sent = []
 
-    def client():
+    def client(send_after=None):
         try:
-            status, _, _ = request(srv.http, "POST", f"/v2/models/{model}/" +
-                                   ("detect" if model == "yolov5n" else "infer"), make_body())
-            results.append(status)
+            c = http.client.HTTPConnection("127.0.0.1", srv.http, timeout=60)
+            c.connect()
+            if send_after is not None:
+                sent.append(True)
+                send_after.wait(30)
+            c.request("POST", path, body=make_body())
+            if send_after is None:
+                sent.append(True)
+            r = c.getresponse()
+            r.read()
+            results.append(r.status)
+            c.close()
         except Exception as e:  # noqa: BLE001
             results.append(str(e))
+    signalled = threading.Event()
     threads = [threading.Thread(target=client) for _ in range(6)]
+    threads.append(threading.Thread(target=client, args=(signalled,)))
     for t in threads:
         t.start()
-    time.sleep(0.05)
+    deadline = time.time() + 30
+    while len(sent) < len(threads) and time.time() < deadline:
+        time.sleep(0.005)
     srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    signalled.set()
     for t in threads:
         t.join(60)
     rc = srv.proc.wait(60)
+    check(len(sent) == len(threads), "6 requests sent and a 7th connection open before SIGTERM")
     check(all(r == 200 for r in results), f"requests in flight complete: {results}")
     check(rc == 0, f"exit code {rc}")
     check(any("shutting down" in l for l in srv.log), "logs the shutdown")

@@ -8,6 +8,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <cerrno>
@@ -15,6 +16,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "kestrel/base/logging.h"
@@ -36,45 +38,92 @@ HttpResponse json_error(int status, std::string_view message, unsigned version, 
   return res;
 }
 
+namespace {
+class Session;
+}  // namespace
+
 struct HttpServer::Impl {
   HttpServerOptions options;
   HttpHandler handler;
+  // The open connections; wait_idle() waits for the listening socket closed and none open. Declared
+  // before `io`: destroying `io` destroys the sessions its pending handlers hold.
+  std::mutex sessions_mutex;
+  std::condition_variable sessions_cv;
+  std::unordered_map<Session*, std::weak_ptr<Session>> sessions;
+  bool acceptor_closed = false;
   asio::io_context io;
   // Keeps the I/O threads running while handlers answer asynchronously, even with no socket busy.
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  // The acceptor is used only on this strand.
+  asio::strand<asio::io_context::executor_type> acceptor_strand{asio::make_strand(io)};
   std::optional<tcp::acceptor> acceptor;
   std::vector<std::thread> threads;
   std::atomic<bool> accepting{true};
-  // Requests read and not yet answered.
-  std::mutex idle_mutex;
-  std::condition_variable idle_cv;
-  int in_flight = 0;
+  // Set by stop_accepting(): every answer closes its connection, idle connections are closed.
+  std::atomic<bool> draining{false};
   int port = 0;
 
-  void begin_request() {
-    std::lock_guard lock(idle_mutex);
-    ++in_flight;
-  }
-  void end_request() {
-    std::lock_guard lock(idle_mutex);
-    if (--in_flight == 0) idle_cv.notify_all();
-  }
   void accept();
+  void start_session(tcp::socket socket);
+  void drain();
+  void add_session(Session* s, std::weak_ptr<Session> weak) {
+    std::lock_guard lock(sessions_mutex);
+    sessions.emplace(s, std::move(weak));
+  }
+  void remove_session(Session* s) {
+    std::lock_guard lock(sessions_mutex);
+    sessions.erase(s);
+    if (sessions.empty()) sessions_cv.notify_all();
+  }
 };
 
 namespace {
 
+// One connection. Its handlers run on its own strand (the socket's executor).
+//
+// Draining (server shutdown): a request whose bytes have arrived is read and answered, with
+// `Connection: close`; a keep-alive connection waiting for its next request with nothing received
+// is closed; a connection accepted but silent so far gets `new_connection_grace` to send its
+// request, because its client connected before the listening socket closed.
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket socket, HttpServer::Impl* server)
-      : stream_(std::move(socket)), server_(server) {}
+      : stream_(std::move(socket)), server_(server), grace_(stream_.get_executor()) {}
+  ~Session() { server_->remove_session(this); }
 
   void start() {
-    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read_header(); });
+    server_->add_session(this, weak_from_this());
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      self->read_header();
+      if (self->server_->draining) self->drain();
+    });
+  }
+
+  // Called on shutdown, from any thread.
+  void begin_drain() {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->drain(); });
   }
 
  private:
+  // Nothing of a next request has arrived: neither in the read buffer nor in the socket.
+  bool waiting_idle() {
+    if (!waiting_header_ || buffer_.size() > 0) return false;
+    beast::error_code ec;
+    size_t available = stream_.socket().available(ec);
+    return !ec && available == 0;
+  }
+
+  void drain() {
+    if (!waiting_idle()) return;  // busy: closes after its answer
+    if (answered_ > 0) return close();
+    grace_.expires_after(server_->options.new_connection_grace);
+    grace_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (!ec && self->waiting_idle()) self->close();
+    });
+  }
+
   void read_header() {
+    waiting_header_ = true;
     parser_.emplace();
     parser_->body_limit(server_->options.body_limit);
     parser_->header_limit(64 * 1024);
@@ -85,6 +134,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void on_header(beast::error_code ec) {
+    waiting_header_ = false;
     // Beast checks a declared Content-Length against the limit while parsing the header.
     if (ec == http::error::body_limit) return reject_too_large();
     if (ec) return fail(ec);
@@ -125,7 +175,6 @@ class Session : public std::enable_shared_from_this<Session> {
     HttpRequest req = parser_->release();
     bool keep_alive = req.keep_alive();
     unsigned version = req.version();
-    server_->begin_request();
     auto self = shared_from_this();
     auto cancel = std::make_shared<CancelToken>();
     watch_disconnect(cancel);
@@ -153,15 +202,17 @@ class Session : public std::enable_shared_from_this<Session> {
     });
   }
 
-  void write(HttpResponse res, bool counted) {
+  // `answer`: the answer of a request that was read (false: a refusal before reading the body).
+  void write(HttpResponse res, bool answer) {
+    if (server_->draining) res.keep_alive(false);
     auto msg = std::make_shared<HttpResponse>(std::move(res));
     stream_.expires_after(server_->options.read_timeout);
     http::async_write(stream_, *msg,
-                      [self = shared_from_this(), msg, counted](beast::error_code ec, size_t) {
-                        if (counted) self->server_->end_request();
+                      [self = shared_from_this(), msg, answer](beast::error_code ec, size_t) {
+                        ++self->answered_;
                         if (ec) return self->fail(ec);
                         if (!msg->keep_alive())
-                          return counted ? self->close() : self->drain_and_close();
+                          return answer ? self->close() : self->drain_and_close();
                         self->read_header();
                       });
   }
@@ -195,6 +246,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void close() {
     beast::error_code ignored;
+    grace_.cancel();
     stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
     stream_.close();
   }
@@ -203,18 +255,50 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   HttpServer::Impl* server_;
+  asio::steady_timer grace_;
+  bool waiting_header_ = false;
+  int answered_ = 0;
   std::vector<char> drain_;
   uint64_t drained_ = 0;
 };
 
 }  // namespace
 
+void HttpServer::Impl::start_session(tcp::socket socket) {
+  std::make_shared<Session>(std::move(socket), this)->start();
+}
+
 void HttpServer::Impl::accept() {
   acceptor->async_accept(asio::make_strand(io), [this](beast::error_code ec, tcp::socket socket) {
-    if (!accepting) return;
-    if (!ec) std::make_shared<Session>(std::move(socket), this)->start();
+    // A connection accepted while the acceptor is closing is served too: its client connected in
+    // time.
+    if (!ec) start_session(std::move(socket));
+    if (ec == asio::error::operation_aborted || !accepting) return;
     accept();
   });
+}
+
+// On acceptor_strand: takes the connections already queued in the kernel (their clients connected
+// and may have sent a request; closing the listening socket would reset them), then closes it and
+// tells every connection to drain.
+void HttpServer::Impl::drain() {
+  beast::error_code ec;
+  acceptor->non_blocking(true, ec);
+  while (!ec) {
+    tcp::socket socket(asio::make_strand(io));
+    acceptor->accept(socket, ec);
+    if (!ec) start_session(std::move(socket));
+  }
+  acceptor->close(ec);
+  std::vector<std::shared_ptr<Session>> open;
+  {
+    std::lock_guard lock(sessions_mutex);
+    acceptor_closed = true;
+    sessions_cv.notify_all();
+    for (auto& [raw, weak] : sessions)
+      if (auto s = weak.lock()) open.push_back(std::move(s));
+  }
+  for (auto& s : open) s->begin_drain();
 }
 
 HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -228,7 +312,7 @@ StatusOr<std::unique_ptr<HttpServer>> HttpServer::start(const HttpServerOptions&
   auto address = asio::ip::make_address(options.address, ec);
   if (ec) return invalid_argument("bad listen address '{}': {}", options.address, ec.message());
   tcp::endpoint endpoint(address, static_cast<unsigned short>(options.port));
-  impl->acceptor.emplace(impl->io);
+  impl->acceptor.emplace(impl->acceptor_strand);
   impl->acceptor->open(endpoint.protocol(), ec);
   if (!ec) impl->acceptor->set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) impl->acceptor->bind(endpoint, ec);
@@ -237,7 +321,7 @@ StatusOr<std::unique_ptr<HttpServer>> HttpServer::start(const HttpServerOptions&
     return unavailable("cannot listen on {}:{}: {}", options.address, options.port, ec.message());
   impl->port = impl->acceptor->local_endpoint().port();
   impl->work.emplace(impl->io.get_executor());
-  impl->accept();
+  asio::dispatch(impl->acceptor_strand, [i = impl.get()] { i->accept(); });
   for (int i = 0; i < std::max(1, options.threads); ++i)
     impl->threads.emplace_back([io = &impl->io] { io->run(); });
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
@@ -249,15 +333,14 @@ int HttpServer::port() const { return impl_->port; }
 
 void HttpServer::stop_accepting() {
   if (!impl_->accepting.exchange(false)) return;
-  asio::post(impl_->io, [impl = impl_.get()] {
-    beast::error_code ignored;
-    impl->acceptor->close(ignored);
-  });
+  impl_->draining = true;
+  asio::post(impl_->acceptor_strand, [impl = impl_.get()] { impl->drain(); });
 }
 
 bool HttpServer::wait_idle(std::chrono::steady_clock::time_point deadline) {
-  std::unique_lock lock(impl_->idle_mutex);
-  return impl_->idle_cv.wait_until(lock, deadline, [&] { return impl_->in_flight == 0; });
+  std::unique_lock lock(impl_->sessions_mutex);
+  return impl_->sessions_cv.wait_until(
+      lock, deadline, [&] { return impl_->acceptor_closed && impl_->sessions.empty(); });
 }
 
 void HttpServer::stop() {

@@ -9,8 +9,11 @@
 // Responder, from any thread. While a request is handled the connection is watched (without
 // consuming bytes), and a client that disconnects cancels it (the handler's CancelToken).
 //
-// Shutdown: stop_accepting() closes the listening socket; wait_idle() waits until no request is
-// being handled (up to a timeout); stop() stops the I/O threads. Thread safety: all three may be
+// Shutdown drains: stop_accepting() takes the connections the kernel already queued, closes the
+// listening socket, and from then on every answer closes its connection (`Connection: close`),
+// keep-alive connections waiting with nothing received are closed, and connections not yet heard
+// from get `new_connection_grace` to send their request. wait_idle() waits until every connection
+// is closed (up to a deadline); stop() stops the I/O threads. Thread safety: all three may be
 // called from any thread, once each, in this order.
 #pragma once
 
@@ -39,6 +42,8 @@ struct HttpServerOptions {
   int port = 8000;  // 0: any free port (see port())
   uint64_t body_limit = uint64_t{64} << 20;
   std::chrono::seconds read_timeout{60};
+  // On shutdown, how long a connection accepted but silent so far may take to send its request.
+  std::chrono::milliseconds new_connection_grace{2000};
   int threads = 2;
 };
 
