@@ -296,5 +296,46 @@ TEST(Float16ModelTest, YoloV5sWithFloat16WeightsRunsAtAnyBatch) {
       0);
 }
 
+// Built for float32, the float16 model computes in float32 behind its float16 interface: the
+// builder converts its constants, and on the reference kernels the result is the float16
+// computation's within the float16 rounding the latter accumulates.
+TEST(Float16ModelTest, YoloV5sBuiltForFloat32ComputesInFloat32) {
+  REQUIRE_SHARED();
+  StatusOr<std::unique_ptr<ir::Graph>> g =
+      onnx::import_model_file((shared_dir() / "models" / "yolov5s-randw-fp16.onnx").string());
+  ASSERT_TRUE(g.ok()) << g.status();
+  engine::BuildOptions options;
+  options.engine = {.backend = "cpu"};
+  options.precision = "fp32";
+  options.max_batch = 2;
+  engine::BuildReport report;
+  StatusOr<std::unique_ptr<engine::Engine>> e =
+      engine::build_engine(std::move(g).value(), options, &report);
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_GT(report.converted_to_float32, 100) << report.to_string();
+  ASSERT_EQ((*e)->inputs()[0].type.dtype, DType::kFloat16);
+  const Tensor bus =
+      to_model_input(read_npy((shared_dir() / "reference/bus_input_rgb_u8.npy").string()).value());
+  Tensor half = Tensor::allocate(DType::kFloat16, bus.shape()).value();
+  for (int64_t i = 0; i < bus.num_elements(); ++i)
+    half.data<Half>()[i] = Half(bus.data<float>()[i]);
+  const Tensor out = run_one(**e, half);
+  ASSERT_EQ(out.shape(), (Shape{1, 25200, 85}));
+  EXPECT_EQ(out.dtype(), DType::kFloat16);
+  auto in_half = load("yolov5s-randw-fp16.onnx", /*reference=*/true);
+  ASSERT_TRUE(in_half);
+  const std::vector<double> a = out.to_double_vector();
+  const std::vector<double> b = run_one(*in_half, half).to_double_vector();
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num += (a[i] - b[i]) * (a[i] - b[i]);
+    den += b[i] * b[i];
+  }
+  const double err = std::sqrt(num / den);
+  fmt::print("yolov5s: float32 computation vs float16: relative L2 {:.2e}\n", err);
+  EXPECT_GT(err, 0.0);
+  EXPECT_LT(err, 1e-3);
+}
+
 }  // namespace
 }  // namespace kestrel

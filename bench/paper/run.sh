@@ -3,13 +3,14 @@
 # deployment settings it compared (an ONNX baseline, TensorRT FP32, TensorRT FP16, TensorRT FP16
 # with Triton's dynamic batching), here as Kestrel serves them:
 #
-#   cpu-fp32        Kestrel's CPU backend (in place of the paper's onnxruntime baseline), yolov5n
+#   cpu-fp32        Kestrel's CPU backend (in place of the paper's onnxruntime baseline)
 #   gpu-fp32        CUDA engine, float32, each request executed alone (no dynamic batching)
 #   gpu-fp16        CUDA engine, float16, each request executed alone
 #   gpu-fp16-db     CUDA engine, float16, dynamic batching (max batch 32, queue delay 2 ms)
 #
-# for yolov5n (real weights) and yolov5s (random weights; the model file holds float16 weights, so
-# it has no FP32 setting). Each setting gets its own model repository and server; `kestrel bench`
+# for yolov5n (real weights) and yolov5s (random weights; its model file is exported in float16, and
+# the float32 settings compute in float32 behind its float16 inputs and outputs: the builder
+# converts it). Each setting gets its own model repository and server; `kestrel bench`
 # sweeps the concurrency over gRPC with raw tensors, and over HTTP /detect with JPEGs for
 # gpu-fp16-db. Every run writes CSV and JSON; one HTML report overlays them.
 #
@@ -19,10 +20,13 @@
 #
 #   bench/paper/run.sh KESTREL MODELS_DIR IMAGES_DIR OUT_DIR [quick|cold]
 #   (quick: fewer concurrency levels; cold: only the cold starts. scripts/gpu-check.sh runs it from
-#   the GPU bundle: RUN is the bundle's runner)
+#   the GPU bundle: RUN is the bundle's runner. PAPER_MODELS="yolov5n" runs one model only, for
+#   splitting the experiment over several sessions; `kestrel bench report` overlays the JSONs.)
 set -uo pipefail
 kestrel=$1 models=$2 images=$3 out=$4 mode=${5:-}
 run=${RUN:-}
+paper_models=${PAPER_MODELS:-yolov5n yolov5s-randw-fp16}
+selected() { [[ " $paper_models " == *" ${1%.onnx} "* ]]; }
 mkdir -p "$out"
 levels=1:128:x2
 window=1500
@@ -48,8 +52,10 @@ cold_starts() {
   # The server command bench starts: through the bundle's runner when there is one.
   local server=("$kestrel")
   [ -n "$run" ] && server=("$run" "$kestrel")
-  for spec in "yolov5n.onnx fp32" "yolov5n.onnx fp16" "yolov5s-randw-fp16.onnx fp16"; do
+  for spec in "yolov5n.onnx fp32" "yolov5n.onnx fp16" "yolov5s-randw-fp16.onnx fp32" \
+              "yolov5s-randw-fp16.onnx fp16"; do
     set -- $spec
+    selected "$1" || continue
     local stem=${1%.onnx} repo
     repo=$(make_repo "cold-${stem%%-*}-$2" "$models/$1" "$2" no)
     rm -rf "$out/cold/engines-$stem-$2"
@@ -97,9 +103,9 @@ bench_setting() {  # name model-stem protocol levels [extra...]
 
 for model in "$models/yolov5n.onnx" "$models/yolov5s-randw-fp16.onnx"; do
   stem=$(basename "$model" .onnx)
+  selected "$stem" || continue
   short=${stem%%-*}
-  settings="gpu-fp16 gpu-fp16-db"
-  [ "$short" = yolov5n ] && settings="cpu-fp32 gpu-fp32 $settings"
+  settings="cpu-fp32 gpu-fp32 gpu-fp16 gpu-fp16-db"
   for setting in $settings; do
     name="$short-$setting"
     case $setting in

@@ -10,7 +10,10 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <set>
+#include <string_view>
+#include <vector>
 
 #include "kestrel/cli/commands.h"
 #include "kestrel/cli/detection_runner.h"
@@ -102,6 +105,9 @@ Status detect(const DetectOptions& o) {
   size_t draw_failed = 0;
   out << "[";
   bool first = true;
+  std::vector<std::string> quoted_names;
+  for (const std::string& name : names) quoted_names.push_back(json_string(name));
+  fmt::memory_buffer text;
   size_t failed = 0, detections = 0;
   KS_RETURN_IF_ERROR(
       detect_files(*loaded.detector, files, o.setup.batch, options, [&](const ImageResult& r) {
@@ -110,19 +116,22 @@ Status detect(const DetectOptions& o) {
           ++failed;
           return;
         }
+        // Formatted into one buffer per image: this thread hands out every result in order.
+        const std::string id = image_id(r.path);
+        text.clear();
         for (const vision::Detection& d : r.detections) {
-          const std::string name = d.class_id >= 0 && static_cast<size_t>(d.class_id) < names.size()
-                                       ? names[d.class_id]
-                                       : "";
-          out << fmt::format(
-              "{}\n{{\"image_id\": {}, \"category_id\": {}, \"category_name\": {}, "
-              "\"bbox\": [{:.3f}, {:.3f}, {:.3f}, {:.3f}], \"score\": {:.5f}}}",
-              first ? "" : ",", image_id(r.path),
-              o.coco91 ? vision::coco80_to_coco91(d.class_id) : d.class_id, json_string(name), d.x1,
-              d.y1, d.x2 - d.x1, d.y2 - d.y1, d.score);
+          const bool named = d.class_id >= 0 && static_cast<size_t>(d.class_id) < names.size();
+          fmt::format_to(std::back_inserter(text),
+                         "{}\n{{\"image_id\": {}, \"category_id\": {}, \"category_name\": {}, "
+                         "\"bbox\": [{:.3f}, {:.3f}, {:.3f}, {:.3f}], \"score\": {:.5f}}}",
+                         first ? "" : ",", id,
+                         o.coco91 ? vision::coco80_to_coco91(d.class_id) : d.class_id,
+                         named ? quoted_names[d.class_id] : std::string_view("\"\""), d.x1, d.y1,
+                         d.x2 - d.x1, d.y2 - d.y1, d.score);
           first = false;
           ++detections;
         }
+        out.write(text.data(), static_cast<std::streamsize>(text.size()));
         if (!o.draw.empty()) {
           const std::string stem = std::filesystem::path(r.path).stem().string();
           if (!drawn_stems.insert(stem).second) {

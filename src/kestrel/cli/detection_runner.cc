@@ -116,6 +116,14 @@ Status detect_files(const vision::Detector& detector, const std::vector<std::str
   size_t next_image = 0;      // next file to decode (guarded by mutex)
   size_t next_inference = 0;  // next batch to infer (guarded by mutex)
   bool stop = false;
+  // Where the time goes, for the summary: busy nanoseconds of each stage, summed over its threads.
+  std::atomic<int64_t> decode_ns{0}, detect_ns{0};
+  int64_t results_ns = 0, waiting_ns = 0;
+  auto since = [](std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
+                                                                t0)
+        .count();
+  };
 
   auto decoder = [&] {
     for (;;) {
@@ -127,7 +135,9 @@ Status detect_files(const vision::Detector& detector, const std::vector<std::str
         if (stop || next_image >= n) return;
         i = next_image++;
       }
+      const auto t0 = std::chrono::steady_clock::now();
       Decoded d{files[i], vision::read_image(files[i])};
+      decode_ns += since(t0);
       std::lock_guard lock(mutex);
       Slot& slot = slots[i / step];
       slot.decoded[i % step] = std::move(d);
@@ -149,9 +159,11 @@ Status detect_files(const vision::Detector& detector, const std::vector<std::str
       for (const Decoded& d : slots[b].decoded) {
         if (d.image.ok()) images.push_back(*d.image);
       }
+      const auto t0 = std::chrono::steady_clock::now();
       StatusOr<std::vector<std::vector<vision::Detection>>> found =
           images.empty() ? std::vector<std::vector<vision::Detection>>()
                          : detector.detect(images, options);
+      detect_ns += since(t0);
       std::lock_guard lock(mutex);
       slots[b].found = std::move(found);
       slots[b].inferred = true;
@@ -174,9 +186,12 @@ Status detect_files(const vision::Detector& detector, const std::vector<std::str
 
   for (size_t b = 0; b < batches; ++b) {
     {
+      const auto t0 = std::chrono::steady_clock::now();
       std::unique_lock lock(mutex);
       changed.wait(lock, [&] { return slots[b].inferred; });
+      waiting_ns += since(t0);
     }
+    const auto t0 = std::chrono::steady_clock::now();
     Slot& slot = slots[b];
     if (!slot.found.ok()) return finish(slot.found.status());
     for (size_t i = 0, k = 0; i < slot.decoded.size(); ++i) {
@@ -198,6 +213,7 @@ Status detect_files(const vision::Detector& detector, const std::vector<std::str
       std::lock_guard lock(mutex);
       ++emitted;
     }
+    results_ns += since(t0);
     changed.notify_all();
     const size_t done = std::min((b + 1) * step, n);
     const double seconds =
@@ -205,7 +221,19 @@ Status detect_files(const vision::Detector& detector, const std::vector<std::str
     std::fprintf(stderr, "\r%zu/%zu images, %.1f images/s", done, n, done / seconds);
   }
   std::fprintf(stderr, "\n");
-  return finish(Status());
+  Status status = finish(Status());
+  // Which stage bounds the throughput: the one whose threads were busiest.
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  auto busy = [&](double ns, size_t count) { return 100.0 * ns * 1e-9 / (seconds * count); };
+  std::fprintf(stderr,
+               "stages: decode %.1f thread-s (%zu threads, %.0f%% busy), detect %.1f thread-s (%zu "
+               "workers, %.0f%% busy), results %.1f s (%.0f%% busy, %.1f s waiting for "
+               "detections)\n",
+               decode_ns * 1e-9, decoders, busy(decode_ns, decoders), detect_ns * 1e-9,
+               kInferenceWorkers, busy(detect_ns, kInferenceWorkers), results_ns * 1e-9,
+               busy(results_ns, 1), waiting_ns * 1e-9);
+  return status;
 }
 
 }  // namespace kestrel::cli

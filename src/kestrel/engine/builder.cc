@@ -13,6 +13,7 @@ namespace kestrel::engine {
 std::string BuildReport::to_string() const {
   std::string s = optimizer.to_string();
   if (converted_to_float16 > 0) s += fmt::format(", {} constants to float16", converted_to_float16);
+  if (converted_to_float32 > 0) s += fmt::format(", {} constants to float32", converted_to_float32);
   if (tf32_convolutions > 0) s += fmt::format(", TF32 in {} convolutions", tf32_convolutions);
   return s;
 }
@@ -65,6 +66,12 @@ StatusOr<std::unique_ptr<Engine>> build_engine(std::unique_ptr<ir::Graph> graph,
     o.fuse_concat = on_gpu && !channels_last;
     KS_ASSIGN_OR_RETURN(r.optimizer, optimize::optimize_graph(*graph, *evaluator, o));
   } else {
+    KS_RETURN_IF_ERROR(ir::annotate_symbolic_shapes(*graph, evaluator.get()));
+  }
+  // After the optimizer, like the float16 conversion: its folding has turned the shape
+  // computations of dynamic exports (Shape, Range, Cast chains) into constants.
+  if (options.precision == "fp32" && optimize::computes_in_float16(*graph)) {
+    KS_ASSIGN_OR_RETURN(r.converted_to_float32, optimize::convert_to_float32(*graph));
     KS_RETURN_IF_ERROR(ir::annotate_symbolic_shapes(*graph, evaluator.get()));
   }
   if (options.precision == "fp16") {

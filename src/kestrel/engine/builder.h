@@ -16,7 +16,10 @@ namespace kestrel::engine {
 
 struct BuildOptions {
   EngineOptions engine;
-  // "fp32" or "fp16" (float16 storage, float32 accumulation, float32 inputs and outputs).
+  // The precision of the computation, whatever the model's: "fp32" or "fp16" (float16 storage,
+  // float32 accumulation). Inputs and outputs keep the model's types: a float32 model built for
+  // "fp16" still exchanges float32 tensors, and a model exported in float16 built for "fp32"
+  // (optimize/convert_precision.h) still exchanges float16 ones.
   std::string precision = "fp32";
   // Layers (node names) kept in float32 under "fp16".
   std::set<std::string> keep_float32;
@@ -50,6 +53,7 @@ struct BuildOptions {
 struct BuildReport {
   optimize::OptimizeReport optimizer;
   int converted_to_float16 = 0;
+  int converted_to_float32 = 0;
   int tf32_convolutions = 0;
   std::string to_string() const;
 };
