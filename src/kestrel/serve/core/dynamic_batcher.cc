@@ -44,7 +44,7 @@ size_t choose_batch(std::span<const int64_t> rows, int64_t max_batch_size,
 
 StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::create(
     const BatcherOptions& options, std::vector<std::string> output_names, BatchExecutor executor,
-    ModelStatistics* stats) {
+    ModelStatistics* stats, ImageBatchExecutor image_executor) {
   if (options.instance_count < 1)
     return invalid_argument("instance count must be at least 1, got {}", options.instance_count);
   if (options.max_batch_size < 0)
@@ -62,6 +62,7 @@ StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::create(
   }
   b->output_names_ = std::move(output_names);
   b->executor_ = std::move(executor);
+  b->image_executor_ = std::move(image_executor);
   b->stats_ = stats;
   b->queues_.resize(std::max<uint64_t>(1, options.priority_levels));
   for (int i = 0; i < options.instance_count; ++i)
@@ -92,7 +93,17 @@ Status DynamicBatcher::enqueue(InferRequest request, InferCallback done) {
   // irrelevant.
   std::sort(request.inputs.begin(), request.inputs.end(),
             [](const NamedTensor& a, const NamedTensor& b) { return a.name < b.name; });
-  if (options_.max_batch_size > 0) {
+  if (!request.images.empty()) {
+    if (!image_executor_) return failed_precondition("this model takes no images");
+    if (!request.inputs.empty())
+      return invalid_argument("a request has images or inputs, not both");
+    if (options_.max_batch_size <= 0) return failed_precondition("image requests need batching");
+    job.rows = static_cast<int64_t>(request.images.size());
+    job.signature = "images";
+    if (job.rows > options_.max_batch_size)
+      return invalid_argument("{} images exceed max_batch_size {}", job.rows,
+                              options_.max_batch_size);
+  } else if (options_.max_batch_size > 0) {
     job.rows = -1;
     for (const NamedTensor& in : request.inputs) {
       const Shape& s = in.tensor.shape();
@@ -268,21 +279,32 @@ void DynamicBatcher::execute(std::vector<Job> jobs, int instance) {
   int64_t total_rows = 0;
   for (const Job& job : jobs) total_rows += job.rows;
 
-  std::map<std::string, Tensor> inputs;
-  if (jobs.size() == 1) {
-    for (const NamedTensor& in : jobs[0].request.inputs) inputs[in.name] = in.tensor;
+  StatusOr<std::vector<Tensor>> outputs = std::vector<Tensor>();
+  Clock::time_point gathered;
+  if (!jobs[0].request.images.empty()) {
+    std::vector<Tensor> images;
+    images.reserve(static_cast<size_t>(total_rows));
+    for (const Job& job : jobs)
+      images.insert(images.end(), job.request.images.begin(), job.request.images.end());
+    gathered = Clock::now();
+    outputs = image_executor_(images, instance);
   } else {
-    const auto& names = jobs[0].request.inputs;
-    for (size_t k = 0; k < names.size(); ++k) {
-      std::vector<const Tensor*> parts;
-      for (const Job& job : jobs) parts.push_back(&job.request.inputs[k].tensor);
-      StatusOr<Tensor> t = concat_rows(parts, total_rows);
-      if (!t.ok()) return fail_all(t.status());
-      inputs[names[k].name] = std::move(*t);
+    std::map<std::string, Tensor> inputs;
+    if (jobs.size() == 1) {
+      for (const NamedTensor& in : jobs[0].request.inputs) inputs[in.name] = in.tensor;
+    } else {
+      const auto& names = jobs[0].request.inputs;
+      for (size_t k = 0; k < names.size(); ++k) {
+        std::vector<const Tensor*> parts;
+        for (const Job& job : jobs) parts.push_back(&job.request.inputs[k].tensor);
+        StatusOr<Tensor> t = concat_rows(parts, total_rows);
+        if (!t.ok()) return fail_all(t.status());
+        inputs[names[k].name] = std::move(*t);
+      }
     }
+    gathered = Clock::now();
+    outputs = executor_(inputs, instance);
   }
-  Clock::time_point gathered = Clock::now();
-  StatusOr<std::vector<Tensor>> outputs = executor_(inputs, instance);
   Clock::time_point inferred = Clock::now();
   if (!outputs.ok()) return fail_all(outputs.status());
   if (outputs->size() != output_names_.size())

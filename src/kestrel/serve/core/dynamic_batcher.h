@@ -22,6 +22,10 @@
 // Size 1 never counts as warm: preferring it would send every lone request at once instead of
 // waiting for company. Under rule 3 Kestrel behaves as Triton does with preferred sizes.
 //
+// Image requests (InferRequest::images, the detect endpoint) batch with each other only: the image
+// executor takes every image of the batch at once and makes the model input itself (the letterbox,
+// on the GPU when the model runs there), so images of any size share a batch.
+//
 // Queue policy: a request is refused immediately with UNAVAILABLE when the queue holds
 // max_queue_size requests, and one that waited longer than its timeout is answered UNAVAILABLE
 // (timeout action REJECT) or moved behind every request that has not timed out (DELAY). A cancelled
@@ -81,15 +85,17 @@ size_t choose_batch(std::span<const int64_t> rows, int64_t max_batch_size,
 // of the batcher's output names.
 using BatchExecutor = std::function<StatusOr<std::vector<Tensor>>(
     const std::map<std::string, Tensor>&, int instance)>;
+// Runs one batch of image requests: the images of its requests in order, one row each.
+using ImageBatchExecutor =
+    std::function<StatusOr<std::vector<Tensor>>(std::span<const Tensor> images, int instance)>;
 
 class DynamicBatcher {
  public:
-  // `output_names`: the model's outputs, in the order the executor returns them. `stats` (optional)
-  // must outlive the batcher.
-  static StatusOr<std::unique_ptr<DynamicBatcher>> create(const BatcherOptions& options,
-                                                          std::vector<std::string> output_names,
-                                                          BatchExecutor executor,
-                                                          ModelStatistics* stats);
+  // `output_names`: the model's outputs, in the order the executors return them. `stats`
+  // (optional) must outlive the batcher. Without `image_executor`, image requests are refused.
+  static StatusOr<std::unique_ptr<DynamicBatcher>> create(
+      const BatcherOptions& options, std::vector<std::string> output_names, BatchExecutor executor,
+      ModelStatistics* stats, ImageBatchExecutor image_executor = nullptr);
   ~DynamicBatcher();
 
   // Queues `request` (inputs already validated against the model); `done` gets the outputs.
@@ -128,6 +134,7 @@ class DynamicBatcher {
   std::vector<int> preferred_;  // the sizes rule 3 prefers
   std::vector<std::string> output_names_;
   BatchExecutor executor_;
+  ImageBatchExecutor image_executor_;
   ModelStatistics* stats_ = nullptr;
 
   mutable std::mutex mutex_;

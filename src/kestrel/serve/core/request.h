@@ -40,6 +40,9 @@ struct InferRequest {
   std::string model_version;  // empty: the newest version being served
   std::string id;             // echoed in the response
   std::vector<NamedTensor> inputs;
+  // Instead of `inputs` (the detect endpoint): decoded uint8 [H, W, 3] images, one batch row each,
+  // which the batcher's image executor letterboxes into the model's input.
+  std::vector<Tensor> images;
   std::vector<std::string> outputs;     // requested outputs; empty: every output
   uint64_t priority = 0;                // 1 is the highest level; 0: the model's default
   uint64_t timeout_us = 0;              // 0: the model's default queue timeout

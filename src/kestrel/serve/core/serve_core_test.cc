@@ -319,6 +319,67 @@ TEST(DynamicBatcherTest, BatchesConcurrentRequestsAndSplitsOutputs) {
   EXPECT_EQ(model.batches, (std::vector<int64_t>{4, 4}));
 }
 
+// Image requests (the detect endpoint's) of different sizes share a batch: the image executor
+// gets every image in order and its output rows go back to the request each came from; tensor
+// requests queued in between batch among themselves; a batcher without an image executor refuses
+// images.
+TEST(DynamicBatcherTest, ImageRequestsBatchTogetherWhateverTheirSizes) {
+  FakeModel model;
+  std::mutex mutex;
+  std::vector<std::vector<int64_t>> image_batches;  // the widths of each batch's images
+  ImageBatchExecutor images = [&](std::span<const Tensor> batch,
+                                  int) -> StatusOr<std::vector<Tensor>> {
+    std::vector<int64_t> widths;
+    KS_ASSIGN_OR_RETURN(
+        Tensor y, Tensor::allocate(DType::kFloat32, Shape{static_cast<int64_t>(batch.size()), 4}));
+    for (size_t i = 0; i < batch.size(); ++i) {
+      widths.push_back(batch[i].shape()[1]);
+      for (int k = 0; k < 4; ++k)
+        y.data<float>()[i * 4 + k] = static_cast<float>(batch[i].shape()[1]);
+    }
+    std::lock_guard lock(mutex);
+    image_batches.push_back(widths);
+    return std::vector<Tensor>{y};
+  };
+  BatcherOptions o;
+  o.max_batch_size = 8;
+  o.dynamic_batching = true;
+  o.max_queue_delay_us = 200000;
+  auto b = DynamicBatcher::create(o, {"y"}, model.executor(), nullptr, images);
+  ASSERT_TRUE(b.ok());
+  auto image_request = [](std::vector<int64_t> widths) {
+    InferRequest r;
+    r.model_name = "fake";
+    for (int64_t w : widths)
+      r.images.push_back(Tensor::allocate(DType::kUInt8, Shape{3, w, 3}).value());
+    return r;
+  };
+  auto a = submit(**b, image_request({10, 11}));
+  auto t = submit(**b, make_request(5, 2));
+  auto c = submit(**b, image_request({12, 13, 14}));
+  auto d = submit(**b, image_request({15, 16, 17}));
+  std::vector<std::vector<float>> want = {{10, 11}, {12, 13, 14}, {15, 16, 17}};
+  std::vector<StatusOr<InferResponse>> got;
+  got.push_back(a.get());
+  got.push_back(c.get());
+  got.push_back(d.get());
+  for (size_t r = 0; r < got.size(); ++r) {
+    ASSERT_TRUE(got[r].ok()) << got[r].status();
+    const Tensor& y = got[r]->outputs[0].tensor;
+    ASSERT_EQ(y.shape()[0], static_cast<int64_t>(want[r].size()));
+    for (size_t i = 0; i < want[r].size(); ++i) EXPECT_EQ(y.data<float>()[i * 4], want[r][i]);
+  }
+  ASSERT_TRUE(t.get().ok());
+  EXPECT_EQ(image_batches, (std::vector<std::vector<int64_t>>{{10, 11, 12, 13, 14, 15, 16, 17}}));
+  EXPECT_EQ(model.batches, (std::vector<int64_t>{2}));
+
+  auto plain = DynamicBatcher::create(o, {"y"}, model.executor(), nullptr);
+  ASSERT_TRUE(plain.ok());
+  StatusOr<InferResponse> refused = submit(**plain, image_request({10})).get();
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition) << refused.status();
+}
+
 TEST(DynamicBatcherTest, PreferredBatchSizeRunsWithoutWaiting) {
   FakeModel model;
   BatcherOptions o;

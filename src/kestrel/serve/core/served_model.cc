@@ -19,6 +19,7 @@
 #include "kestrel/onnx/importer.h"
 #include "kestrel/protocol/datatypes.h"
 #include "kestrel/vision/image.h"
+#include "kestrel/vision/letterbox.h"
 
 namespace kestrel::serve {
 namespace {
@@ -238,7 +239,16 @@ StatusOr<std::unique_ptr<ServedModel>> ServedModel::load(inference::ModelConfig 
     *config.add_instance_group() = std::move(group);
   m->config_ = std::move(config);
   StatusOr<std::unique_ptr<vision::Detector>> detector = vision::Detector::create(*m->engine_);
-  if (detector.ok()) m->detector_ = std::move(*detector);
+  if (detector.ok()) {
+    m->detector_ = std::move(*detector);
+    // One per engine, for the image executor: each letterboxes on its engine's device.
+    m->detectors_.push_back(m->detector_);
+    for (size_t d = 1; d < m->engines_.size(); ++d) {
+      KS_ASSIGN_OR_RETURN(std::unique_ptr<vision::Detector> other,
+                          vision::Detector::create(*m->engines_[d]));
+      m->detectors_.push_back(std::move(other));
+    }
+  }
 
   for (size_t d = 0; d < m->engines_.size(); ++d) {
     const engine::Engine& engine = *m->engines_[d];
@@ -272,7 +282,7 @@ StatusOr<std::unique_ptr<ServedModel>> ServedModel::load(inference::ModelConfig 
                                          KS_RETURN_IF_ERROR(bind_thread_to(engine));
                                          return engine.run(inputs);
                                        },
-                                       &m->stats_));
+                                       &m->stats_, m->image_executor()));
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   log::info("model '{}' version {}: READY in {:.2f} s ({}, {} instance(s), max batch {}{})",
             m->name(), version, seconds, m->engine_->backend_summary(), m->instances_.size(),
@@ -440,6 +450,10 @@ void ServedModel::infer(InferRequest request, InferCallback done) {
     stats_.record_failure(0);
     return done(valid);
   }
+  submit(std::move(request), std::move(done));
+}
+
+void ServedModel::submit(InferRequest request, InferCallback done) {
   request.model_name = name();
   request.model_version = std::to_string(version_);
   Status queued = batcher_->enqueue(std::move(request), done);
@@ -475,6 +489,23 @@ void ServedModel::detect(std::span<const std::string_view> images,
                     });
 }
 
+ImageBatchExecutor ServedModel::image_executor() const {
+  if (detectors_.empty() || config_.max_batch_size() <= 0) return nullptr;
+  return [engines = engines_, engine_of = engine_of_instance_, detectors = detectors_](
+             std::span<const Tensor> images, int instance) -> StatusOr<std::vector<Tensor>> {
+    const size_t d = engine_of[static_cast<size_t>(instance)];
+    const engine::Engine& engine = *engines[d];
+    const vision::Detector& detector = *detectors[d];
+    KS_RETURN_IF_ERROR(bind_thread_to(engine));
+    std::vector<vision::LetterboxParams> params;  // each request computed its own
+    StatusOr<Tensor> input = engine.device().is_cpu()
+                                 ? detector.preprocess(images, &params)
+                                 : detector.preprocess_on_device(images, &params);
+    KS_RETURN_IF_ERROR(input.status());
+    return engine.run({{engine.inputs()[0].name, std::move(*input)}});
+  };
+}
+
 void ServedModel::decode_and_detect(const std::vector<std::string_view>& images,
                                     const vision::DetectionOptions& options,
                                     std::shared_ptr<CancelToken> cancel, DetectCallback done) {
@@ -485,6 +516,15 @@ void ServedModel::decode_and_detect(const std::vector<std::string_view>& images,
       return done(
           Status(image.status().code(), fmt::format("image {}: {}", i, image.status().message())));
     decoded.push_back(std::move(*image));
+  }
+  // Each image's placement in the model input, as the letterbox will place it.
+  std::vector<vision::LetterboxParams> placements;
+  for (size_t i = 0; i < decoded.size(); ++i) {
+    StatusOr<vision::LetterboxParams> p =
+        vision::compute_letterbox(decoded[i].shape()[1], decoded[i].shape()[0],
+                                  detector_->input_width(), detector_->input_height());
+    if (!p.ok()) return done(p.status().with_context(fmt::format("image {}", i)));
+    placements.push_back(*p);
   }
   // Chunks of at most max_batch_size images, each one request through the scheduler; the callback
   // of the last chunk to finish answers.
@@ -504,21 +544,25 @@ void ServedModel::decode_and_detect(const std::vector<std::string_view>& images,
     gather->results[i].height = decoded[i].shape()[0];
   }
   std::vector<InferRequest> requests;
-  gather->params.resize(decoded.size());
+  gather->params = std::move(placements);
   for (size_t begin = 0; begin < decoded.size(); begin += chunk) {
     size_t end = std::min(decoded.size(), begin + chunk);
-    std::vector<vision::LetterboxParams> params;
-    StatusOr<Tensor> input = detector_->preprocess(
-        std::span<const Tensor>(decoded).subspan(begin, end - begin), &params);
-    if (!input.ok()) return done(input.status());
-    std::copy(params.begin(), params.end(), gather->params.begin() + begin);
     InferRequest r;
-    Tensor t = std::move(*input);
-    if (config_.max_batch_size() == 0) {
+    if (config_.max_batch_size() > 0) {
+      // The batcher's image executor letterboxes them with the other requests' images, on the
+      // engine's device: uint8 pixels cross PCIe, not float32 model inputs.
+      r.images.assign(decoded.begin() + static_cast<std::ptrdiff_t>(begin),
+                      decoded.begin() + static_cast<std::ptrdiff_t>(end));
+    } else {
+      // No batch axis: one letterboxed image per request, through the tensor path.
+      std::vector<vision::LetterboxParams> params;
+      StatusOr<Tensor> input = detector_->preprocess(
+          std::span<const Tensor>(decoded).subspan(begin, end - begin), &params);
+      if (!input.ok()) return done(input.status());
+      Tensor t = std::move(*input);
       std::vector<int64_t> dims(t.shape().begin() + 1, t.shape().end());
-      t = t.reshaped(Shape(dims));
+      r.inputs.push_back({engine_->inputs()[0].name, t.reshaped(Shape(dims))});
     }
-    r.inputs.push_back({engine_->inputs()[0].name, std::move(t)});
     for (const std::string& name : detector_->output_names()) r.outputs.push_back(name);
     r.cancel = cancel;
     r.id = std::to_string(begin);
@@ -528,40 +572,41 @@ void ServedModel::decode_and_detect(const std::vector<std::string_view>& images,
   std::shared_ptr<vision::Detector> detector = detector_;
   for (InferRequest& r : requests) {
     size_t begin = std::stoul(r.id);
-    infer(std::move(r), [gather, detector, begin, options, done](StatusOr<InferResponse> response) {
-      Status status = response.status();
-      if (response.ok()) {
-        std::vector<Tensor> outs;
-        for (const auto& o : response->outputs) outs.push_back(o.tensor);
-        Tensor& out = outs[0];  // the raw output, or NMS's boxes [N, max_det, 4]
-        size_t n = static_cast<size_t>(out.rank() > 0 ? out.shape()[0] : 1);
-        if (!detector->has_nms() && out.rank() == 2) {  // no batch axis: one image per request
-          std::vector<int64_t> dims{1};
-          dims.insert(dims.end(), out.shape().begin(), out.shape().end());
-          out = out.reshaped(Shape(dims));
-          n = 1;
-        }
-        StatusOr<std::vector<std::vector<vision::Detection>>> dets = detector->postprocess(
-            outs, std::span<const vision::LetterboxParams>(gather->params).subspan(begin, n),
-            options);
-        if (!dets.ok()) {
-          status = dets.status();
-        } else {
-          std::lock_guard lock(gather->mutex);
-          for (size_t k = 0; k < n; ++k)
-            gather->results[begin + k].detections = std::move((*dets)[k]);
-        }
-      }
-      bool last;
-      {
-        std::lock_guard lock(gather->mutex);
-        if (!status.ok() && gather->error.ok()) gather->error = status;
-        last = --gather->remaining == 0;
-      }
-      if (!last) return;
-      if (!gather->error.ok()) return done(gather->error);
-      done(std::move(gather->results));
-    });
+    submit(
+        std::move(r), [gather, detector, begin, options, done](StatusOr<InferResponse> response) {
+          Status status = response.status();
+          if (response.ok()) {
+            std::vector<Tensor> outs;
+            for (const auto& o : response->outputs) outs.push_back(o.tensor);
+            Tensor& out = outs[0];  // the raw output, or NMS's boxes [N, max_det, 4]
+            size_t n = static_cast<size_t>(out.rank() > 0 ? out.shape()[0] : 1);
+            if (!detector->has_nms() && out.rank() == 2) {  // no batch axis: one image per request
+              std::vector<int64_t> dims{1};
+              dims.insert(dims.end(), out.shape().begin(), out.shape().end());
+              out = out.reshaped(Shape(dims));
+              n = 1;
+            }
+            StatusOr<std::vector<std::vector<vision::Detection>>> dets = detector->postprocess(
+                outs, std::span<const vision::LetterboxParams>(gather->params).subspan(begin, n),
+                options);
+            if (!dets.ok()) {
+              status = dets.status();
+            } else {
+              std::lock_guard lock(gather->mutex);
+              for (size_t k = 0; k < n; ++k)
+                gather->results[begin + k].detections = std::move((*dets)[k]);
+            }
+          }
+          bool last;
+          {
+            std::lock_guard lock(gather->mutex);
+            if (!status.ok() && gather->error.ok()) gather->error = status;
+            last = --gather->remaining == 0;
+          }
+          if (!last) return;
+          if (!gather->error.ok()) return done(gather->error);
+          done(std::move(gather->results));
+        });
   }
 }
 

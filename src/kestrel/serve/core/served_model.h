@@ -84,11 +84,15 @@ class ServedModel : public std::enable_shared_from_this<ServedModel> {
   // On error `done` is called with it (INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, ...).
   void infer(InferRequest request, InferCallback done);
 
-  // Decodes and letterboxes the images, runs them through the same scheduler as one request, and
-  // applies decode + NMS (or reads the detections of an engine with NMS). The decoding runs on the
-  // server's pre-processing pool (one thread per core), not on the caller's thread, when the model
-  // is owned by a shared_ptr (as the server owns it); the bytes `images` point to must stay valid
-  // until `done` is called. FAILED_PRECONDITION when the model is no detector.
+  // Decodes the images and runs them through the same scheduler as other requests (chunks of at
+  // most max_batch_size images), then applies decode + NMS (or reads the detections of an engine
+  // with NMS). The decoded uint8 images themselves are queued: the batcher's image executor
+  // letterboxes a whole batch of them at once, on the GPU when the engine runs there, so only
+  // uint8 pixels cross PCIe. (A model without a batch axis letterboxes on the CPU, one image per
+  // request.) The decoding runs on the server's pre-processing pool (one thread per core), not on
+  // the caller's thread, when the model is owned by a shared_ptr (as the server owns it); the
+  // bytes `images` point to must stay valid until `done` is called. FAILED_PRECONDITION when the
+  // model is no detector.
   void detect(std::span<const std::string_view> images, const vision::DetectionOptions& options,
               std::shared_ptr<CancelToken> cancel, DetectCallback done);
   // Kestrel's detection defaults from the configuration's parameters.
@@ -105,6 +109,11 @@ class ServedModel : public std::enable_shared_from_this<ServedModel> {
   ServedModel() = default;
   // Runs the warm-up on `engine`, which serves `instances` instances.
   Status warm_up(const engine::Engine& engine, int instances) const;
+  // Queues a request that passed its checks.
+  void submit(InferRequest request, InferCallback done);
+  // Runs a batch of the detect endpoint's images on an instance (null when the model is no
+  // detector or has no batch axis).
+  ImageBatchExecutor image_executor() const;
   // detect() after its checks, on the calling thread.
   void decode_and_detect(const std::vector<std::string_view>& images,
                          const vision::DetectionOptions& options,
@@ -118,6 +127,7 @@ class ServedModel : public std::enable_shared_from_this<ServedModel> {
   std::vector<size_t> engine_of_instance_;  // index into engines_
   std::vector<int> warm_batch_sizes_;
   std::shared_ptr<vision::Detector> detector_;
+  std::vector<std::shared_ptr<vision::Detector>> detectors_;  // one per engine
   vision::DetectionOptions detection_defaults_;
   vision::DecodeOptions decode_options_;
   ModelStatistics stats_;
