@@ -109,41 +109,40 @@ Status detect(const DetectOptions& o) {
   for (const std::string& name : names) quoted_names.push_back(json_string(name));
   fmt::memory_buffer text;
   size_t failed = 0, detections = 0;
-  KS_RETURN_IF_ERROR(
-      detect_files(*loaded.detector, files, o.setup.batch, options, [&](const ImageResult& r) {
-        if (!r.status.ok()) {
-          std::fprintf(stderr, "\n%s: %s\n", r.path.c_str(), r.status.to_string().c_str());
-          ++failed;
-          return;
-        }
-        // Formatted into one buffer per image: this thread hands out every result in order.
-        const std::string id = image_id(r.path);
-        text.clear();
-        for (const vision::Detection& d : r.detections) {
-          const bool named = d.class_id >= 0 && static_cast<size_t>(d.class_id) < names.size();
-          fmt::format_to(std::back_inserter(text),
-                         "{}\n{{\"image_id\": {}, \"category_id\": {}, \"category_name\": {}, "
-                         "\"bbox\": [{:.3f}, {:.3f}, {:.3f}, {:.3f}], \"score\": {:.5f}}}",
-                         first ? "" : ",", id,
-                         o.coco91 ? vision::coco80_to_coco91(d.class_id) : d.class_id,
-                         named ? quoted_names[d.class_id] : std::string_view("\"\""), d.x1, d.y1,
-                         d.x2 - d.x1, d.y2 - d.y1, d.score);
-          first = false;
-          ++detections;
-        }
-        out.write(text.data(), static_cast<std::streamsize>(text.size()));
-        if (!o.draw.empty()) {
-          const std::string stem = std::filesystem::path(r.path).stem().string();
-          if (!drawn_stems.insert(stem).second) {
-            std::fprintf(stderr, "\nwarning: %s replaces an earlier %s.jpg in '%s'\n",
-                         r.path.c_str(), stem.c_str(), o.draw.c_str());
-          }
-          if (Status s = draw_result(r, names, o.draw); !s.ok()) {
-            std::fprintf(stderr, "\n%s: %s\n", r.path.c_str(), s.to_string().c_str());
-            ++draw_failed;
-          }
-        }
-      }));
+  KS_RETURN_IF_ERROR(detect_files(loaded, files, o.setup, options, [&](const ImageResult& r) {
+    if (!r.status.ok()) {
+      std::fprintf(stderr, "\n%s: %s\n", r.path.c_str(), r.status.to_string().c_str());
+      ++failed;
+      return;
+    }
+    // Formatted into one buffer per image: this thread hands out every result in order.
+    const std::string id = image_id(r.path);
+    text.clear();
+    for (const vision::Detection& d : r.detections) {
+      const bool named = d.class_id >= 0 && static_cast<size_t>(d.class_id) < names.size();
+      fmt::format_to(std::back_inserter(text),
+                     "{}\n{{\"image_id\": {}, \"category_id\": {}, \"category_name\": {}, "
+                     "\"bbox\": [{:.3f}, {:.3f}, {:.3f}, {:.3f}], \"score\": {:.5f}}}",
+                     first ? "" : ",", id,
+                     o.coco91 ? vision::coco80_to_coco91(d.class_id) : d.class_id,
+                     named ? quoted_names[d.class_id] : std::string_view("\"\""), d.x1, d.y1,
+                     d.x2 - d.x1, d.y2 - d.y1, d.score);
+      first = false;
+      ++detections;
+    }
+    out.write(text.data(), static_cast<std::streamsize>(text.size()));
+    if (!o.draw.empty()) {
+      const std::string stem = std::filesystem::path(r.path).stem().string();
+      if (!drawn_stems.insert(stem).second) {
+        std::fprintf(stderr, "\nwarning: %s replaces an earlier %s.jpg in '%s'\n", r.path.c_str(),
+                     stem.c_str(), o.draw.c_str());
+      }
+      if (Status s = draw_result(r, names, o.draw); !s.ok()) {
+        std::fprintf(stderr, "\n%s: %s\n", r.path.c_str(), s.to_string().c_str());
+        ++draw_failed;
+      }
+    }
+  }));
   out << "\n]\n";
   out.flush();
   if (!out) return data_loss("error writing the results");

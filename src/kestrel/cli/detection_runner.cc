@@ -44,6 +44,9 @@ void add_detector_options(CLI::App* cmd, DetectorSetup& setup) {
   cmd->add_option("--layout", setup.layout, "Convolution layout: auto, nchw or nhwc")
       ->capture_default_str();
   cmd->add_option("-b,--batch", setup.batch, "Images per batch")->capture_default_str();
+  cmd->add_option("--workers", setup.workers,
+                  "Batches in flight through the detector at once (0: 4 on the GPU, 2 on the CPU)")
+      ->capture_default_str();
 }
 
 StatusOr<std::vector<std::string>> collect_images(const std::vector<std::string>& paths) {
@@ -72,6 +75,7 @@ StatusOr<std::vector<std::string>> collect_images(const std::vector<std::string>
 StatusOr<LoadedDetector> load_detector(const DetectorSetup& setup,
                                        const vision::DetectionOptions& options) {
   if (setup.batch < 1) return invalid_argument("--batch must be at least 1");
+  if (setup.workers < 0) return invalid_argument("--workers must be 0 (automatic) or more");
   engine::BuildOptions build;
   build.engine.backend = setup.backend;
   build.precision = setup.fp16 ? "fp16" : "fp32";
@@ -88,15 +92,19 @@ StatusOr<LoadedDetector> load_detector(const DetectorSetup& setup,
 }
 
 // The pipeline: decoder threads (one per core) decode files in order into batch slots, running at
-// most kWindow batches ahead of the results handed out; kInferenceWorkers threads each take the
-// next fully decoded batch and run it through the detector (GPU letterbox, engine, NMS), so one
+// most `window` batches ahead of the results handed out; `workers` threads each take the next
+// fully decoded batch and run it through the detector (GPU letterbox, engine, NMS), so one
 // batch's host work overlaps another's GPU work; the calling thread hands the results out in order.
-Status detect_files(const vision::Detector& detector, const std::vector<std::string>& files,
-                    int batch, const vision::DetectionOptions& options,
+Status detect_files(const LoadedDetector& loaded, const std::vector<std::string>& files,
+                    const DetectorSetup& setup, const vision::DetectionOptions& options,
                     const std::function<void(const ImageResult&)>& on_result) {
-  constexpr size_t kWindow = 4, kInferenceWorkers = 2;
+  const vision::Detector& detector = *loaded.detector;
+  const size_t workers = setup.workers > 0                  ? static_cast<size_t>(setup.workers)
+                         : loaded.engine->device().is_cpu() ? 2
+                                                            : 4;
+  const size_t window = workers + 2;
   const auto start = std::chrono::steady_clock::now();
-  const size_t n = files.size(), step = static_cast<size_t>(batch);
+  const size_t n = files.size(), step = static_cast<size_t>(setup.batch);
   const size_t batches = (n + step - 1) / step;
   struct Slot {
     std::vector<Decoded> decoded;
@@ -131,7 +139,7 @@ Status detect_files(const vision::Detector& detector, const std::vector<std::str
       {
         std::unique_lock lock(mutex);
         changed.wait(
-            lock, [&] { return stop || next_image >= n || next_image / step < emitted + kWindow; });
+            lock, [&] { return stop || next_image >= n || next_image / step < emitted + window; });
         if (stop || next_image >= n) return;
         i = next_image++;
       }
@@ -173,7 +181,7 @@ Status detect_files(const vision::Detector& detector, const std::vector<std::str
   std::vector<std::thread> threads;
   const size_t decoders = std::max(1u, std::thread::hardware_concurrency());
   for (size_t t = 0; t < decoders; ++t) threads.emplace_back(decoder);
-  for (size_t t = 0; t < kInferenceWorkers; ++t) threads.emplace_back(inference);
+  for (size_t t = 0; t < workers; ++t) threads.emplace_back(inference);
   auto finish = [&](Status status) {
     {
       std::lock_guard lock(mutex);
@@ -230,9 +238,8 @@ Status detect_files(const vision::Detector& detector, const std::vector<std::str
                "stages: decode %.1f thread-s (%zu threads, %.0f%% busy), detect %.1f thread-s (%zu "
                "workers, %.0f%% busy), results %.1f s (%.0f%% busy, %.1f s waiting for "
                "detections)\n",
-               decode_ns * 1e-9, decoders, busy(decode_ns, decoders), detect_ns * 1e-9,
-               kInferenceWorkers, busy(detect_ns, kInferenceWorkers), results_ns * 1e-9,
-               busy(results_ns, 1), waiting_ns * 1e-9);
+               decode_ns * 1e-9, decoders, busy(decode_ns, decoders), detect_ns * 1e-9, workers,
+               busy(detect_ns, workers), results_ns * 1e-9, busy(results_ns, 1), waiting_ns * 1e-9);
   return status;
 }
 

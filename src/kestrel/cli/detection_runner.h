@@ -22,9 +22,12 @@ struct DetectorSetup {
   bool tf32 = false;
   std::string layout = "auto";
   int batch = 8;
+  // Batches in flight through the detector at once (letterbox, engine, NMS); 0: 4 on the GPU (one
+  // batch's host work overlaps the others' GPU work), 2 on the CPU.
+  int workers = 0;
 };
 
-// Adds --backend, --fp16, --tf32, --layout and --batch to a subcommand.
+// Adds --backend, --fp16, --tf32, --layout, --batch and --workers to a subcommand.
 void add_detector_options(CLI::App* cmd, DetectorSetup& setup);
 
 // The image files named by `paths`: files as given, folders expanded to their .jpg/.jpeg/.png files
@@ -49,11 +52,12 @@ struct ImageResult {
   std::vector<vision::Detection> detections;
 };
 
-// Runs every file through the detector in batches of setup.batch; calls `on_result` once per image,
-// in order, and shows progress on stderr. Images that fail to decode are reported in their result
-// and the rest carry on. Returns an error only for failures that stop everything (the engine).
-Status detect_files(const vision::Detector& detector, const std::vector<std::string>& files,
-                    int batch, const vision::DetectionOptions& options,
+// Runs every file through the detector in batches of setup.batch, setup.workers batches at once;
+// calls `on_result` once per image, in order, and shows progress on stderr, then each stage's busy
+// time. Images that fail to decode are reported in their result and the rest carry on. Returns an
+// error only for failures that stop everything (the engine).
+Status detect_files(const LoadedDetector& loaded, const std::vector<std::string>& files,
+                    const DetectorSetup& setup, const vision::DetectionOptions& options,
                     const std::function<void(const ImageResult&)>& on_result);
 
 }  // namespace kestrel::cli

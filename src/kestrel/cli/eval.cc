@@ -31,22 +31,21 @@ Status eval(const EvalOptions& o) {
   std::vector<vision::EvalImage> images;
   Status label_error;
   const auto start = std::chrono::steady_clock::now();
-  KS_RETURN_IF_ERROR(
-      detect_files(*loaded.detector, files, o.setup.batch, options, [&](const ImageResult& r) {
-        if (!r.status.ok()) {
-          if (label_error.ok()) label_error = r.status.with_context(r.path);
-          return;
-        }
-        const std::string stem = std::filesystem::path(r.path).stem().string();
-        const std::string label_path = (std::filesystem::path(o.labels) / (stem + ".txt")).string();
-        StatusOr<std::vector<vision::GroundTruthBox>> labels =
-            vision::read_yolo_labels(label_path, r.width, r.height);
-        if (!labels.ok()) {
-          if (label_error.ok()) label_error = labels.status().with_context(label_path);
-          return;
-        }
-        images.push_back({r.detections, std::move(labels).value()});
-      }));
+  KS_RETURN_IF_ERROR(detect_files(loaded, files, o.setup, options, [&](const ImageResult& r) {
+    if (!r.status.ok()) {
+      if (label_error.ok()) label_error = r.status.with_context(r.path);
+      return;
+    }
+    const std::string stem = std::filesystem::path(r.path).stem().string();
+    const std::string label_path = (std::filesystem::path(o.labels) / (stem + ".txt")).string();
+    StatusOr<std::vector<vision::GroundTruthBox>> labels =
+        vision::read_yolo_labels(label_path, r.width, r.height);
+    if (!labels.ok()) {
+      if (label_error.ok()) label_error = labels.status().with_context(label_path);
+      return;
+    }
+    images.push_back({r.detections, std::move(labels).value()});
+  }));
   KS_RETURN_IF_ERROR(label_error);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
