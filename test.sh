@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what it needs, builds with AddressSanitizer and
-# UndefinedBehaviorSanitizer (warnings are errors), runs every test, then fuzzes the importer briefly.
+# UndefinedBehaviorSanitizer (warnings are errors), runs every test, then fuzzes the parsers briefly
+# (scripts/fuzz.sh).
 # Tests that need a GPU or ../shared skip with a message when those are absent.
 set -euo pipefail
 cd "$(dirname "$0")"

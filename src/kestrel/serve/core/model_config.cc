@@ -218,11 +218,13 @@ Status complete_model_config(const engine::Engine& engine, inference::ModelConfi
   KS_RETURN_IF_ERROR(complete("input", engine.inputs(), config->mutable_input()));
   KS_RETURN_IF_ERROR(complete("output", engine.outputs(), config->mutable_output()));
   for (const auto& warmup : config->model_warmup())
-    for (const auto& [name, input] : warmup.inputs())
+    for (const auto& entry : warmup.inputs()) {
+      const std::string& name = entry.first;
       if (std::none_of(config->input().begin(), config->input().end(),
                        [&](const auto& in) { return in.name() == name; }))
         return invalid_argument("model_warmup '{}': '{}' is not a model input", warmup.name(),
                                 name);
+    }
   return Status();
 }
 
