@@ -76,14 +76,25 @@ Status bind_thread_to(const engine::Engine& engine) {
   return Status();
 }
 
+// An engine and where it belongs in the engine cache.
+struct LoadedEngine {
+  std::shared_ptr<engine::Engine> engine;
+  // Empty when the engine is not cached (an engine file, no cache directory).
+  std::string cache_path;
+  engine::EngineFileInfo cache_info;
+  bool from_cache = false;
+  size_t tuned_at_load = 0;  // the engine's autotuner choices when it was loaded or built
+};
+
 // The engine of one model version on the device of `where`: a .kplan file loaded as it is; an
-// ONNX file loaded from the engine cache when a matching engine is there, else built (and saved
-// to the cache).
-StatusOr<std::unique_ptr<engine::Engine>> load_engine(const inference::ModelConfig& config,
-                                                      int64_t version, const std::string& path,
-                                                      const LoadOptions& options,
-                                                      const KestrelParameters& params,
-                                                      const InstancePlacement& where) {
+// ONNX file loaded from the engine cache when a matching engine is there, else built. The caller
+// saves it to the cache after the warm-up (save_to_cache), so that the file holds the choices the
+// autotuner made for the warmed batch sizes and the next start need not measure them again.
+StatusOr<LoadedEngine> load_engine(const inference::ModelConfig& config, int64_t version,
+                                   const std::string& path, const LoadOptions& options,
+                                   const KestrelParameters& params,
+                                   const InstancePlacement& where) {
+  LoadedEngine result;
   engine::BuildOptions build;
   build.engine.backend = where.backend;
   build.engine.device_index = std::max(0, where.device_index);
@@ -112,7 +123,8 @@ StatusOr<std::unique_ptr<engine::Engine>> load_engine(const inference::ModelConf
           "model '{}': {} is an engine for the {}, but instance_group '{}' runs on the {}",
           config.name(), path, loaded->device().is_cpu() ? "CPU" : "GPU", where.group,
           where.device_name());
-    return loaded;
+    result.engine = std::move(loaded);
+    return result;
   }
   std::string cached;
   std::string sha;
@@ -130,6 +142,12 @@ StatusOr<std::unique_ptr<engine::Engine>> load_engine(const inference::ModelConf
       cached =
           fmt::format("{}/{}-{}-b{}-{}{}{}.kplan", options.engine_cache_dir, sha, params.precision,
                       build.max_batch, device, nms_key, params.cudnn_graph ? "-graph" : "");
+      result.cache_path = cached;
+      result.cache_info.model_sha256 = sha;
+      result.cache_info.model_name = config.name();
+      result.cache_info.precision = params.precision;
+      result.cache_info.layout = build.layout;
+      result.cache_info.max_batch = build.max_batch;
       if (std::filesystem::exists(cached)) {
         engine::LoadOptions load;
         load.engine = build.engine;
@@ -138,7 +156,10 @@ StatusOr<std::unique_ptr<engine::Engine>> load_engine(const inference::ModelConf
         if (e.ok()) {
           log::info("model '{}' version {}: loaded the cached engine {} on the {}", config.name(),
                     version, cached, where.device_name());
-          return e;
+          result.engine = std::shared_ptr<engine::Engine>(std::move(e).value());
+          result.from_cache = true;
+          result.tuned_at_load = result.engine->tuning_entries().size();
+          return result;
         }
         log::warn("model '{}' version {}: cached engine unusable, rebuilding: {}", config.name(),
                   version, e.status().to_string());
@@ -151,23 +172,27 @@ StatusOr<std::unique_ptr<engine::Engine>> load_engine(const inference::ModelConf
             config.name(), version, params.precision, build.max_batch, where.device_name());
   KS_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> built,
                       engine::build_engine(std::move(graph), build));
-  if (!cached.empty()) {
-    std::error_code ec;
-    std::filesystem::create_directories(options.engine_cache_dir, ec);
-    engine::EngineFileInfo info;
-    info.model_sha256 = sha;
-    info.model_name = config.name();
-    info.precision = params.precision;
-    info.layout = build.layout;
-    info.max_batch = build.max_batch;
-    Status saved = engine::save_engine_file(cached, *built, info);
-    if (saved.ok())
-      log::info("model '{}' version {}: engine cached as {}", config.name(), version, cached);
-    else
-      log::warn("model '{}' version {}: cannot cache the engine: {}", config.name(), version,
-                saved.to_string());
-  }
-  return built;
+  result.engine = std::move(built);
+  result.tuned_at_load = result.engine->tuning_entries().size();
+  return result;
+}
+
+// After the warm-up: writes a newly built engine to the cache, or rewrites a cached one whose
+// warm-up measured new autotuner choices (another batch size, say).
+void save_to_cache(const LoadedEngine& loaded, const std::string& model, int64_t version,
+                   const std::string& cache_dir) {
+  if (loaded.cache_path.empty()) return;
+  const size_t tuned = loaded.engine->tuning_entries().size();
+  if (loaded.from_cache && tuned == loaded.tuned_at_load) return;
+  std::error_code ec;
+  std::filesystem::create_directories(cache_dir, ec);
+  Status saved = engine::save_engine_file(loaded.cache_path, *loaded.engine, loaded.cache_info);
+  if (saved.ok())
+    log::info("model '{}' version {}: engine cached as {} ({} autotuner choices)", model, version,
+              loaded.cache_path, tuned);
+  else
+    log::warn("model '{}' version {}: cannot cache the engine: {}", model, version,
+              saved.to_string());
 }
 
 }  // namespace
@@ -213,12 +238,14 @@ StatusOr<std::unique_ptr<ServedModel>> ServedModel::load(inference::ModelConfig 
     log::info("model '{}' version {}: instance group '{}': {} instance(s) on the {}", config.name(),
               version, where.group, end - i, where.device_name());
   }
+  std::vector<LoadedEngine> loaded;
   for (size_t d = 0; d < devices.size(); ++d) {
-    KS_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> built, on_own_thread([&] {
+    KS_ASSIGN_OR_RETURN(LoadedEngine e, on_own_thread([&] {
                           return load_engine(config, version, model_path, options, params,
                                              devices[d]);
                         }));
-    m->engines_.push_back(std::move(built));
+    m->engines_.push_back(e.engine);
+    loaded.push_back(std::move(e));
   }
   m->engine_ = m->engines_.front();
   m->version_ = version;
@@ -254,6 +281,7 @@ StatusOr<std::unique_ptr<ServedModel>> ServedModel::load(inference::ModelConfig 
     const engine::Engine& engine = *m->engines_[d];
     Status warm = on_own_thread([&] { return m->warm_up(engine, instances_on[d]); });
     if (!warm.ok()) return warm.with_context(fmt::format("on the {}", devices[d].device_name()));
+    save_to_cache(loaded[d], m->name(), version, options.engine_cache_dir);
   }
   // The sizes every engine is warm for.
   for (size_t d = 0; d < m->engines_.size(); ++d) {
