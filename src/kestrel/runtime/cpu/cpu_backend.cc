@@ -13,14 +13,15 @@ using cpu::KernelEntry;
 const std::vector<KernelEntry>& kernel_table() {
   static const std::vector<KernelEntry> table = [] {
     std::vector<KernelEntry> all;
-    for (auto family : {cpu::onednn_kernels,     cpu::unary_kernels,   cpu::cast_kernels,
-                        cpu::binary_kernels,     cpu::reshape_kernels, cpu::transpose_kernels,
-                        cpu::concat_kernels,     cpu::split_kernels,   cpu::slice_kernels,
-                        cpu::gather_kernels,     cpu::expand_kernels,  cpu::pad_kernels,
-                        cpu::generator_kernels,  cpu::conv_kernels,    cpu::pool_kernels,
-                        cpu::batch_norm_kernels, cpu::matmul_kernels,  cpu::softmax_kernels,
-                        cpu::resize_kernels,     cpu::reduce_kernels,  cpu::top_k_kernels,
-                        cpu::nms_kernels,        cpu::fused_elementwise_kernels}) {
+    for (auto family :
+         {cpu::onednn_kernels,    cpu::onednn_pool_kernels, cpu::unary_kernels,
+          cpu::cast_kernels,      cpu::binary_kernels,      cpu::reshape_kernels,
+          cpu::transpose_kernels, cpu::concat_kernels,      cpu::split_kernels,
+          cpu::slice_kernels,     cpu::gather_kernels,      cpu::expand_kernels,
+          cpu::pad_kernels,       cpu::generator_kernels,   cpu::conv_kernels,
+          cpu::pool_kernels,      cpu::batch_norm_kernels,  cpu::matmul_kernels,
+          cpu::softmax_kernels,   cpu::resize_kernels,      cpu::reduce_kernels,
+          cpu::top_k_kernels,     cpu::nms_kernels,         cpu::fused_elementwise_kernels}) {
       for (const KernelEntry& e : family()) all.push_back(e);
     }
     // Fast implementations first; stable, so each family's own order is kept.

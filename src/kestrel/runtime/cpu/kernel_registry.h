@@ -36,7 +36,9 @@ std::vector<KernelEntry>
 generator_kernels();                        // generator.cc: Constant, ConstantOfShape, Range, Shape
 std::vector<KernelEntry> conv_kernels();    // conv.cc: Conv, ConvTranspose (reference)
 std::vector<KernelEntry> onednn_kernels();  // onednn_conv.cc: Conv through oneDNN
-std::vector<KernelEntry> pool_kernels();    // pool.cc
+// onednn_pool.cc: MaxPool and nearest-neighbour upsampling through oneDNN.
+std::vector<KernelEntry> onednn_pool_kernels();
+std::vector<KernelEntry> pool_kernels();        // pool.cc
 std::vector<KernelEntry> batch_norm_kernels();  // batch_norm.cc
 std::vector<KernelEntry> matmul_kernels();      // matmul.cc: Gemm, MatMul
 std::vector<KernelEntry> softmax_kernels();     // softmax.cc
