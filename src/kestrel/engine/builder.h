@@ -14,6 +14,12 @@
 
 namespace kestrel::engine {
 
+// The revision of what build_engine() makes from a model. Raise it with every change to the
+// optimizer or the builder that changes what an engine computes or how it runs: caches of built
+// engines (the server's engine cache) key on it, so that an engine an older Kestrel built is
+// rebuilt instead of loaded. 2: float16 models built for "fp32" compute in float32.
+inline constexpr int kBuilderRevision = 2;
+
 struct BuildOptions {
   EngineOptions engine;
   // The precision of the computation, whatever the model's: "fp32" or "fp16" (float16 storage,

@@ -139,9 +139,9 @@ StatusOr<LoadedEngine> load_engine(const inference::ModelConfig& config, int64_t
         StatusOr<std::string> gpu = gpu_model_key(where.device_index);
         device += "-" + (gpu.ok() ? *gpu : fmt::format("gpu{}", where.device_index));
       }
-      cached =
-          fmt::format("{}/{}-{}-b{}-{}{}{}.kplan", options.engine_cache_dir, sha, params.precision,
-                      build.max_batch, device, nms_key, params.cudnn_graph ? "-graph" : "");
+      cached = fmt::format("{}/{}-{}-b{}-{}{}{}-r{}.kplan", options.engine_cache_dir, sha,
+                           params.precision, build.max_batch, device, nms_key,
+                           params.cudnn_graph ? "-graph" : "", engine::kBuilderRevision);
       result.cache_path = cached;
       result.cache_info.model_sha256 = sha;
       result.cache_info.model_name = config.name();

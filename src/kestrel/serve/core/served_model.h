@@ -41,10 +41,12 @@ struct LoadOptions {
   // The server's engine backend: auto, cpu or cuda; with the instance groups it decides where each
   // instance runs (instance_placement.h). A .kplan model file runs on the backend it was built for.
   std::string backend = "auto";
-  // Engines built from ONNX files are saved here as .kplan files named by the model's SHA-256,
-  // precision, max batch, backend and, on the GPU, the GPU model and architecture (not its index:
-  // identical GPUs share a file), and loaded instead of rebuilt next time (a file built for
-  // another GPU or Kestrel version fails its checks and is rebuilt). Empty: no cache.
+  // Engines built from ONNX files are saved here (after their warm-up, with the autotuner's
+  // choices) as .kplan files named by the model's SHA-256, precision, max batch, backend and, on
+  // the GPU, the GPU model and architecture (not its index: identical GPUs share a file), NMS and
+  // graph-kernel settings and the builder's revision (engine::kBuilderRevision), and loaded
+  // instead of rebuilt next time (a file that fails its checks, built for another GPU say, is
+  // rebuilt). Empty: no cache.
   std::string engine_cache_dir;
   // /detect refuses images whose header declares more pixels than this (checked before any
   // pixel memory is allocated: decompression bombs cost nothing).
