@@ -405,7 +405,7 @@ def test_engine_nms(srv, images):
           f"a request may raise the score threshold ({len(dets)} detections over 0.5)")
 
 
-def test_metrics(srv):
+def test_metrics(srv, have_yolo):
     print("metrics")
     status, hdrs, data = request(srv.metrics, "GET", "/metrics")
     text = data.decode()
@@ -421,6 +421,11 @@ def test_metrics(srv):
     m1 = re.search(r'kestrel_inference_batch_size_bucket\{model="tiny",version="1",le="1"\} (\d+)', text)
     mc = re.search(r'kestrel_inference_batch_size_count\{model="tiny",version="1"\} (\d+)', text)
     check(m1 and mc and int(m1.group(1)) < int(mc.group(1)), "batch-size histogram shows batches > 1")
+    if have_yolo:
+        n = re.search(r'kestrel_detect_decoded_images_total\{model="yolov5n",version="1"\} (\d+)', text)
+        t = re.search(r'kestrel_detect_decode_seconds_total\{model="yolov5n",version="1"\} (\S+)', text)
+        check(n and int(n.group(1)) > 0 and t and float(t.group(1)) > 0,
+              f"/detect's decoding counted ({n and n.group(0)}; {t and t.group(0)})")
     promtool = shutil.which("promtool")
     if not promtool:
         print("  skip promtool check metrics: promtool is not installed")
@@ -679,7 +684,7 @@ def main():
         test_grpc(srv, args.source)
         if have_yolo:
             test_engine_nms(srv, images)
-        test_metrics(srv)
+        test_metrics(srv, have_yolo)
         if have_yolo:
             jpeg = open(images["bus"], "rb").read()
             test_sigterm_under_load(srv, "yolov5n", lambda: jpeg)

@@ -54,8 +54,10 @@ struct ImageResult {
 
 // Runs every file through the detector in batches of setup.batch, setup.workers batches at once;
 // calls `on_result` once per image, in order, and shows progress on stderr, then each stage's busy
-// time. Images that fail to decode are reported in their result and the rest carry on. Returns an
-// error only for failures that stop everything (the engine).
+// time. On a GPU, every worker's execution context is warmed up first (planned, its CUDA graph
+// recorded, cuDNN's kernels compiled), and the throughput is counted from then on; the warm-up's
+// seconds are reported with the stages. Images that fail to decode are reported in their result and
+// the rest carry on. Returns an error only for failures that stop everything (the engine).
 Status detect_files(const LoadedDetector& loaded, const std::vector<std::string>& files,
                     const DetectorSetup& setup, const vision::DetectionOptions& options,
                     const std::function<void(const ImageResult&)>& on_result);

@@ -98,6 +98,15 @@ std::string render_metrics(std::span<const ModelMetrics> models) {
   family(out, "nv_inference_pending_request_count", "gauge",
          "Instantaneous number of pending requests awaiting execution per-model.", models,
          [](const ModelMetrics& m) { return static_cast<double>(m.pending); });
+  family(out, "kestrel_detect_decoded_images_total", "counter",
+         "Number of images /detect requests decoded", models,
+         [](const ModelMetrics& m) { return static_cast<double>(m.stats.images_decoded); });
+  family(out, "kestrel_detect_decode_seconds_total", "counter",
+         "Cumulative time /detect requests spent decoding their images", models,
+         [](const ModelMetrics& m) { return static_cast<double>(m.stats.decode_ns) * 1e-9; });
+  family(out, "kestrel_detect_decode_wait_seconds_total", "counter",
+         "Cumulative time /detect requests waited for a decoding thread", models,
+         [](const ModelMetrics& m) { return static_cast<double>(m.stats.decode_wait_ns) * 1e-9; });
   histogram(out, "kestrel_inference_batch_size", "Batch sizes of the model executions", models,
             [](const ModelMetrics& m) -> const Histogram& { return m.stats.batch_sizes; });
   histogram(out, "kestrel_inference_request_duration_seconds",

@@ -68,6 +68,13 @@ void ModelStatistics::record_execution(int64_t batch_size, uint64_t input_ns, ui
   batch_sizes_.observe(static_cast<double>(batch_size));
 }
 
+void ModelStatistics::record_decode(int64_t images, uint64_t wait_ns, uint64_t decode_ns) {
+  std::lock_guard lock(mutex_);
+  images_decoded_ += static_cast<uint64_t>(images);
+  decode_wait_ns_ += wait_ns;
+  decode_ns_ += decode_ns;
+}
+
 ModelStatistics::Snapshot ModelStatistics::snapshot() const {
   std::lock_guard lock(mutex_);
   Snapshot s;
@@ -83,6 +90,9 @@ ModelStatistics::Snapshot ModelStatistics::snapshot() const {
   for (const auto& [size, b] : batches_) *s.proto.add_batch_stats() = b;
   s.batch_sizes = batch_sizes_;
   s.latency_seconds = latency_seconds_;
+  s.images_decoded = images_decoded_;
+  s.decode_wait_ns = decode_wait_ns_;
+  s.decode_ns = decode_ns_;
   return s;
 }
 

@@ -38,8 +38,16 @@ class ModelStatistics {
   void record_execution(int64_t batch_size, uint64_t input_ns, uint64_t infer_ns,
                         uint64_t output_ns);
 
+  // The images of one /detect request decoded: `wait_ns` the request waited for a preprocessing
+  // thread, `decode_ns` the decoding took.
+  void record_decode(int64_t images, uint64_t wait_ns, uint64_t decode_ns);
+
   struct Snapshot {
     inference::ModelStatistics proto;  // name and version left empty
+    // /detect's work before the queue (record_decode), cumulative.
+    uint64_t images_decoded = 0;
+    uint64_t decode_wait_ns = 0;
+    uint64_t decode_ns = 0;
     Histogram batch_sizes;
     Histogram latency_seconds;
   };
@@ -51,6 +59,7 @@ class ModelStatistics {
   std::map<int64_t, inference::InferBatchStatistics> batches_;
   Histogram batch_sizes_;
   Histogram latency_seconds_;
+  uint64_t images_decoded_ = 0, decode_wait_ns_ = 0, decode_ns_ = 0;
 };
 
 }  // namespace kestrel::serve

@@ -509,12 +509,14 @@ void ServedModel::detect(std::span<const std::string_view> images,
   }
   std::vector<std::string_view> owned(images.begin(), images.end());
   std::shared_ptr<ServedModel> self = weak_from_this().lock();
-  if (!self) return decode_and_detect(owned, options, std::move(cancel), std::move(done));
-  boost::asio::post(preprocessing_pool(),
-                    [self, owned = std::move(owned), options, cancel = std::move(cancel),
-                     done = std::move(done)]() mutable {
-                      self->decode_and_detect(owned, options, std::move(cancel), std::move(done));
-                    });
+  if (!self)
+    return decode_and_detect(owned, options, std::move(cancel), std::move(done),
+                             std::chrono::steady_clock::now());
+  boost::asio::post(preprocessing_pool(), [self, owned = std::move(owned), options,
+                                           cancel = std::move(cancel), done = std::move(done),
+                                           posted = std::chrono::steady_clock::now()]() mutable {
+    self->decode_and_detect(owned, options, std::move(cancel), std::move(done), posted);
+  });
 }
 
 ImageBatchExecutor ServedModel::image_executor() const {
@@ -536,7 +538,9 @@ ImageBatchExecutor ServedModel::image_executor() const {
 
 void ServedModel::decode_and_detect(const std::vector<std::string_view>& images,
                                     const vision::DetectionOptions& options,
-                                    std::shared_ptr<CancelToken> cancel, DetectCallback done) {
+                                    std::shared_ptr<CancelToken> cancel, DetectCallback done,
+                                    std::chrono::steady_clock::time_point posted) {
+  const auto started = std::chrono::steady_clock::now();
   std::vector<Tensor> decoded;
   for (size_t i = 0; i < images.size(); ++i) {
     StatusOr<Tensor> image = vision::decode_image(images[i], decode_options_);
@@ -545,6 +549,12 @@ void ServedModel::decode_and_detect(const std::vector<std::string_view>& images,
           Status(image.status().code(), fmt::format("image {}: {}", i, image.status().message())));
     decoded.push_back(std::move(*image));
   }
+  auto ns = [](auto from, auto to) {
+    return static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(to - from).count());
+  };
+  stats_.record_decode(static_cast<int64_t>(decoded.size()), ns(posted, started),
+                       ns(started, std::chrono::steady_clock::now()));
   // Each image's placement in the model input, as the letterbox will place it.
   std::vector<vision::LetterboxParams> placements;
   for (size_t i = 0; i < decoded.size(); ++i) {

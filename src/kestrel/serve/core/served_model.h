@@ -17,6 +17,7 @@
 // Thread safety: const methods and infer()/detect() may be called concurrently.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -119,7 +120,8 @@ class ServedModel : public std::enable_shared_from_this<ServedModel> {
   // detect() after its checks, on the calling thread.
   void decode_and_detect(const std::vector<std::string_view>& images,
                          const vision::DetectionOptions& options,
-                         std::shared_ptr<CancelToken> cancel, DetectCallback done);
+                         std::shared_ptr<CancelToken> cancel, DetectCallback done,
+                         std::chrono::steady_clock::time_point posted);
 
   inference::ModelConfig config_;
   int64_t version_ = 0;
