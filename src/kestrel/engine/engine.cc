@@ -525,6 +525,10 @@ StatusOr<Tensor> Engine::to_host(const Tensor& t) const {
   return host;
 }
 
+StatusOr<Tensor> Engine::allocate_host(DType dtype, const Shape& shape) const {
+  return backends_[0]->allocate_host(dtype, shape);
+}
+
 Status Engine::synchronize() const { return backends_[0]->synchronize(); }
 
 StatusOr<std::map<std::string, int64_t>> Engine::bind_inputs(

@@ -115,6 +115,9 @@ class Engine {
   Device device() const;
   StatusOr<Tensor> to_device(const Tensor& host) const;
   StatusOr<Tensor> to_host(const Tensor& t) const;
+  // Host memory the device copies inputs from fastest: pinned (page-locked, reused from a pool)
+  // on a GPU, plain memory on the CPU. For callers that gather inputs before a run.
+  StatusOr<Tensor> allocate_host(DType dtype, const Shape& shape) const;
   // Waits until everything queued on the device is done.
   Status synchronize() const;
 

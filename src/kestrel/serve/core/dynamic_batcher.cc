@@ -16,12 +16,18 @@ uint64_t elapsed_ns(Clock::time_point from, Clock::time_point to) {
       std::chrono::duration_cast<std::chrono::nanoseconds>(to - from).count());
 }
 
-// Concatenates the jobs' tensors of one input along axis 0.
-StatusOr<Tensor> concat_rows(const std::vector<const Tensor*>& parts, int64_t total_rows) {
+// Concatenates the jobs' tensors of one input along axis 0, into memory from `allocate` when
+// given.
+StatusOr<Tensor> concat_rows(const std::vector<const Tensor*>& parts, int64_t total_rows,
+                             const InputAllocator& allocate, int instance) {
   const Tensor& first = *parts.front();
   std::vector<int64_t> dims = first.shape().vec();
   dims[0] = total_rows;
-  KS_ASSIGN_OR_RETURN(Tensor out, Tensor::allocate(first.dtype(), Shape(dims)));
+  KS_ASSIGN_OR_RETURN(Tensor out, allocate ? allocate(first.dtype(), Shape(dims), instance)
+                                           : Tensor::allocate(first.dtype(), Shape(dims)));
+  if (out.dtype() != first.dtype() || out.shape() != Shape(dims) || !out.is_cpu())
+    return internal_error("the input allocator gave {} for host {}{}", out.debug_string(0),
+                          first.dtype(), Shape(dims).to_string());
   auto* dst = static_cast<std::byte*>(out.raw_data());
   for (const Tensor* part : parts) {
     std::memcpy(dst, part->raw_data(), part->nbytes());
@@ -44,7 +50,7 @@ size_t choose_batch(std::span<const int64_t> rows, int64_t max_batch_size,
 
 StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::create(
     const BatcherOptions& options, std::vector<std::string> output_names, BatchExecutor executor,
-    ModelStatistics* stats, ImageBatchExecutor image_executor) {
+    ModelStatistics* stats, ImageBatchPreparer image_preparer, InputAllocator allocate_input) {
   if (options.instance_count < 1)
     return invalid_argument("instance count must be at least 1, got {}", options.instance_count);
   if (options.max_batch_size < 0)
@@ -62,7 +68,8 @@ StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::create(
   }
   b->output_names_ = std::move(output_names);
   b->executor_ = std::move(executor);
-  b->image_executor_ = std::move(image_executor);
+  b->image_preparer_ = std::move(image_preparer);
+  b->allocate_input_ = std::move(allocate_input);
   b->stats_ = stats;
   b->queues_.resize(std::max<uint64_t>(1, options.priority_levels));
   for (int i = 0; i < options.instance_count; ++i)
@@ -94,7 +101,7 @@ Status DynamicBatcher::enqueue(InferRequest request, InferCallback done) {
   std::sort(request.inputs.begin(), request.inputs.end(),
             [](const NamedTensor& a, const NamedTensor& b) { return a.name < b.name; });
   if (!request.images.empty()) {
-    if (!image_executor_) return failed_precondition("this model takes no images");
+    if (!image_preparer_) return failed_precondition("this model takes no images");
     if (!request.inputs.empty())
       return invalid_argument("a request has images or inputs, not both");
     if (options_.max_batch_size <= 0) return failed_precondition("image requests need batching");
@@ -286,18 +293,20 @@ void DynamicBatcher::execute(std::vector<Job> jobs, int instance) {
     images.reserve(static_cast<size_t>(total_rows));
     for (const Job& job : jobs)
       images.insert(images.end(), job.request.images.begin(), job.request.images.end());
+    StatusOr<std::map<std::string, Tensor>> inputs = image_preparer_(images, instance);
+    if (!inputs.ok()) return fail_all(inputs.status());
     gathered = Clock::now();
-    outputs = image_executor_(images, instance);
+    outputs = executor_(*inputs, instance);
   } else {
     std::map<std::string, Tensor> inputs;
-    if (jobs.size() == 1) {
+    if (jobs.size() == 1 && !allocate_input_) {
       for (const NamedTensor& in : jobs[0].request.inputs) inputs[in.name] = in.tensor;
     } else {
       const auto& names = jobs[0].request.inputs;
       for (size_t k = 0; k < names.size(); ++k) {
         std::vector<const Tensor*> parts;
         for (const Job& job : jobs) parts.push_back(&job.request.inputs[k].tensor);
-        StatusOr<Tensor> t = concat_rows(parts, total_rows);
+        StatusOr<Tensor> t = concat_rows(parts, total_rows, allocate_input_, instance);
         if (!t.ok()) return fail_all(t.status());
         inputs[names[k].name] = std::move(*t);
       }

@@ -85,17 +85,26 @@ size_t choose_batch(std::span<const int64_t> rows, int64_t max_batch_size,
 // of the batcher's output names.
 using BatchExecutor = std::function<StatusOr<std::vector<Tensor>>(
     const std::map<std::string, Tensor>&, int instance)>;
-// Runs one batch of image requests: the images of its requests in order, one row each.
-using ImageBatchExecutor =
-    std::function<StatusOr<std::vector<Tensor>>(std::span<const Tensor> images, int instance)>;
+// Turns the images of one batch's requests (in order, one row each) into the model's inputs on
+// instance `instance` (the letterbox); the BatchExecutor runs them. The two are timed apart, as
+// compute input and compute infer.
+// Host memory for the rows of one input gathered from several requests, on instance `instance`
+// (pinned memory for an engine on a GPU, so that the copy to the device runs at full speed).
+using InputAllocator =
+    std::function<StatusOr<Tensor>(DType dtype, const Shape& shape, int instance)>;
+using ImageBatchPreparer = std::function<StatusOr<std::map<std::string, Tensor>>(
+    std::span<const Tensor> images, int instance)>;
 
 class DynamicBatcher {
  public:
   // `output_names`: the model's outputs, in the order the executors return them. `stats`
-  // (optional) must outlive the batcher. Without `image_executor`, image requests are refused.
+  // (optional) must outlive the batcher. Without `image_preparer`, image requests are refused.
+  // With `allocate_input`, every input is gathered into memory it gives (even a single
+  // request's); without, a batch of several requests is gathered into plain host memory.
   static StatusOr<std::unique_ptr<DynamicBatcher>> create(
       const BatcherOptions& options, std::vector<std::string> output_names, BatchExecutor executor,
-      ModelStatistics* stats, ImageBatchExecutor image_executor = nullptr);
+      ModelStatistics* stats, ImageBatchPreparer image_preparer = nullptr,
+      InputAllocator allocate_input = nullptr);
   ~DynamicBatcher();
 
   // Queues `request` (inputs already validated against the model); `done` gets the outputs.
@@ -134,7 +143,8 @@ class DynamicBatcher {
   std::vector<int> preferred_;  // the sizes rule 3 prefers
   std::vector<std::string> output_names_;
   BatchExecutor executor_;
-  ImageBatchExecutor image_executor_;
+  ImageBatchPreparer image_preparer_;
+  InputAllocator allocate_input_;
   ModelStatistics* stats_ = nullptr;
 
   mutable std::mutex mutex_;

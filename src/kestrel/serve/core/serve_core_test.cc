@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -327,19 +328,20 @@ TEST(DynamicBatcherTest, ImageRequestsBatchTogetherWhateverTheirSizes) {
   FakeModel model;
   std::mutex mutex;
   std::vector<std::vector<int64_t>> image_batches;  // the widths of each batch's images
-  ImageBatchExecutor images = [&](std::span<const Tensor> batch,
-                                  int) -> StatusOr<std::vector<Tensor>> {
+  // The preparer turns each image into one row [width / 2] x 4; the model doubles it.
+  ImageBatchPreparer images = [&](std::span<const Tensor> batch,
+                                  int) -> StatusOr<std::map<std::string, Tensor>> {
     std::vector<int64_t> widths;
     KS_ASSIGN_OR_RETURN(
-        Tensor y, Tensor::allocate(DType::kFloat32, Shape{static_cast<int64_t>(batch.size()), 4}));
+        Tensor x, Tensor::allocate(DType::kFloat32, Shape{static_cast<int64_t>(batch.size()), 4}));
     for (size_t i = 0; i < batch.size(); ++i) {
       widths.push_back(batch[i].shape()[1]);
       for (int k = 0; k < 4; ++k)
-        y.data<float>()[i * 4 + k] = static_cast<float>(batch[i].shape()[1]);
+        x.data<float>()[i * 4 + k] = static_cast<float>(batch[i].shape()[1]) / 2;
     }
     std::lock_guard lock(mutex);
     image_batches.push_back(widths);
-    return std::vector<Tensor>{y};
+    return std::map<std::string, Tensor>{{"x", x}};
   };
   BatcherOptions o;
   o.max_batch_size = 8;
@@ -371,13 +373,55 @@ TEST(DynamicBatcherTest, ImageRequestsBatchTogetherWhateverTheirSizes) {
   }
   ASSERT_TRUE(t.get().ok());
   EXPECT_EQ(image_batches, (std::vector<std::vector<int64_t>>{{10, 11, 12, 13, 14, 15, 16, 17}}));
-  EXPECT_EQ(model.batches, (std::vector<int64_t>{2}));
+  std::sort(model.batches.begin(), model.batches.end());
+  EXPECT_EQ(model.batches, (std::vector<int64_t>{2, 8}));  // the tensor request alone, the images
 
   auto plain = DynamicBatcher::create(o, {"y"}, model.executor(), nullptr);
   ASSERT_TRUE(plain.ok());
   StatusOr<InferResponse> refused = submit(**plain, image_request({10})).get();
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition) << refused.status();
+}
+
+// With an input allocator, every batch's inputs are gathered into the memory it gives, a lone
+// request's too, and each request still gets its own rows back.
+TEST(DynamicBatcherTest, InputsAreGatheredIntoTheAllocatorsMemory) {
+  FakeModel model;
+  std::mutex mutex;
+  std::vector<std::pair<int64_t, int>> allocations;  // rows, instance
+  InputAllocator allocate = [&](DType dtype, const Shape& shape, int instance) {
+    std::lock_guard lock(mutex);
+    allocations.push_back({shape[0], instance});
+    return Tensor::allocate(dtype, shape);
+  };
+  BatcherOptions o;
+  o.max_batch_size = 8;
+  o.dynamic_batching = true;
+  o.max_queue_delay_us = 200000;
+  o.preferred_batch_sizes = {3};
+  auto b = DynamicBatcher::create(o, {"y"}, model.executor(), nullptr, nullptr, allocate);
+  ASSERT_TRUE(b.ok());
+  auto f1 = submit(**b, make_request(1, 1));
+  auto f2 = submit(**b, make_request(2, 2));
+  for (auto* f : {&f1, &f2}) {
+    StatusOr<InferResponse> r = f->get();
+    ASSERT_TRUE(r.ok()) << r.status();
+  }
+  auto lone = submit(**b, make_request(5, 1)).get();  // waits out the delay, runs alone
+  ASSERT_TRUE(lone.ok()) << lone.status();
+  EXPECT_EQ(lone->outputs[0].tensor.data<float>()[0], 10.0f);
+  EXPECT_EQ(model.batches, (std::vector<int64_t>{3, 1}));
+  EXPECT_EQ(allocations, (std::vector<std::pair<int64_t, int>>{{3, 0}, {1, 0}}));
+
+  // An allocator that hands out the wrong memory fails the batch, not the process.
+  InputAllocator wrong = [](DType, const Shape&, int) {
+    return Tensor::allocate(DType::kFloat32, Shape{1});
+  };
+  auto bad = DynamicBatcher::create(o, {"y"}, model.executor(), nullptr, nullptr, wrong);
+  ASSERT_TRUE(bad.ok());
+  StatusOr<InferResponse> refused = submit(**bad, make_request(1, 1)).get();
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kInternal) << refused.status();
 }
 
 TEST(DynamicBatcherTest, PreferredBatchSizeRunsWithoutWaiting) {

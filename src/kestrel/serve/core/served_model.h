@@ -89,7 +89,7 @@ class ServedModel : public std::enable_shared_from_this<ServedModel> {
 
   // Decodes the images and runs them through the same scheduler as other requests (chunks of at
   // most max_batch_size images), then applies decode + NMS (or reads the detections of an engine
-  // with NMS). The decoded uint8 images themselves are queued: the batcher's image executor
+  // with NMS). The decoded uint8 images themselves are queued: the batcher's image preparer
   // letterboxes a whole batch of them at once, on the GPU when the engine runs there, so only
   // uint8 pixels cross PCIe. (A model without a batch axis letterboxes on the CPU, one image per
   // request.) The decoding runs on the server's pre-processing pool (one thread per core), not on
@@ -116,7 +116,7 @@ class ServedModel : public std::enable_shared_from_this<ServedModel> {
   void submit(InferRequest request, InferCallback done);
   // Runs a batch of the detect endpoint's images on an instance (null when the model is no
   // detector or has no batch axis).
-  ImageBatchExecutor image_executor() const;
+  ImageBatchPreparer image_preparer() const;
   // detect() after its checks, on the calling thread.
   void decode_and_detect(const std::vector<std::string_view>& images,
                          const vision::DetectionOptions& options,
