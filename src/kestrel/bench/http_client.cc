@@ -32,7 +32,11 @@ int64_t ns_between(Clock::time_point a, Clock::time_point b) {
 class Socket {
  public:
   Socket(HostPort target, int64_t timeout_ms)
-      : target_(std::move(target)), timeout_ms_(timeout_ms) {}
+      : target_(std::move(target)), timeout_ms_(timeout_ms) {
+    // Beast reads at most the buffer's free room per call (64 KiB at most): without room, a large
+    // answer (tensors in binary) would come in many small reads.
+    buffer_.reserve(64 * 1024);
+  }
 
   // Sends `request` and reads the answer into `response`; the times of the write and of the
   // whole exchange go to the out-parameters.
