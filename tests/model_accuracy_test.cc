@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -147,6 +148,54 @@ TEST_P(YoloAccuracyTest, FixedBatchExportMatchesAtBatchOneAndAfterRebatchingToFo
   // No image's result leaks into another's: the zidane rows equal zidane's batch-1 result.
   EXPECT_LT(relative_l2(slice_batch(out, 1), zidane_one), 1e-6);
   EXPECT_LT(relative_l2(slice_batch(out, 2), zidane_one), 1e-6);
+}
+
+// A batch run in a larger execution context (Engine::RunOptions::pad_batch_to, what the server
+// does for engines whose new batch sizes are expensive) gives each given row the result of the
+// unpadded run, returns only those rows, and plans the padded size.
+TEST(BatchPaddingTest, PaddedRunReturnsTheGivenRowsResults) {
+  REQUIRE_SHARED();
+  const Tensor bus =
+      to_model_input(read_npy((shared_dir() / "reference/bus_input_rgb_u8.npy").string()).value());
+  const Tensor zidane = to_model_input(
+      read_npy((shared_dir() / "reference/zidane_input_rgb_u8.npy").string()).value());
+  const Tensor want_bus = read_npy((shared_dir() / "reference/bus_output.npy").string()).value();
+  // Built as the server builds it (optimized, so planned: padding needs execution contexts).
+  StatusOr<std::unique_ptr<ir::Graph>> g =
+      onnx::import_model_file((shared_dir() / "models" / "yolov5n.onnx").string());
+  ASSERT_TRUE(g.ok()) << g.status();
+  engine::BuildOptions build;
+  build.engine.backend = "cpu";
+  StatusOr<std::unique_ptr<engine::Engine>> built = engine::build_engine(std::move(*g), build);
+  ASSERT_TRUE(built.ok()) << built.status();
+  engine::Engine* e = built->get();
+  EXPECT_TRUE(e->batch_symbol().ok()) << e->batch_symbol().status();
+  EXPECT_FALSE(e->compiles_per_batch_size());  // the CPU compiles nothing per batch size
+  const Tensor two = stack({bus, zidane});
+  const Tensor plain = run_one(*e, two);
+  EXPECT_LT(relative_l2(slice_batch(plain, 0), want_bus), 1e-4);
+  StatusOr<std::vector<Tensor>> padded = e->run({{"images", two}}, {.pad_batch_to = 3});
+  ASSERT_TRUE(padded.ok()) << padded.status();
+  const Tensor& out = (*padded)[0];
+  ASSERT_EQ(out.shape(), (Shape{2, 25200, 85}));
+  EXPECT_LT(relative_l2(out, plain), 1e-6);
+  const std::vector<int64_t> warm = e->warm_batch_sizes();
+  EXPECT_NE(std::find(warm.begin(), warm.end(), 3), warm.end());
+  // Padding to the batch itself is a plain run; to less is an error.
+  StatusOr<std::vector<Tensor>> same = e->run({{"images", two}}, {.pad_batch_to = 2});
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_LT(relative_l2((*same)[0], plain), 1e-6);
+  StatusOr<std::vector<Tensor>> less = e->run({{"images", two}}, {.pad_batch_to = 1});
+  EXPECT_EQ(less.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(less.status().message().find("cannot pad a batch of 2 to 1"), std::string::npos)
+      << less.status();
+
+  // The fixed-batch export has no batch axis to pad.
+  auto fixed = load("yolov5n-b1-op12.onnx", /*reference=*/false);
+  ASSERT_TRUE(fixed);
+  EXPECT_EQ(fixed->batch_symbol().status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(fixed->run({{"images", bus}}, {.pad_batch_to = 2}).status().code(),
+            StatusCode::kFailedPrecondition);
 }
 
 TEST_P(YoloAccuracyTest, OptimizedEngineMatchesTooAtBatchTwo) {

@@ -40,8 +40,10 @@ class Engine::ExecutionContext {
   static StatusOr<std::unique_ptr<ExecutionContext>> create(
       const Engine& engine, const std::map<std::string, int64_t>& bindings);
 
+  // `rows`: the inputs' batch when it is smaller than this context's (RunOptions::pad_batch_to),
+  // 0 when they fill it.
   StatusOr<std::vector<Tensor>> run(const std::map<std::string, Tensor>& inputs,
-                                    const RunOptions& options);
+                                    const RunOptions& options, int64_t rows = 0);
   const MemoryReport& memory() const { return memory_; }
   // Runs the steps `iterations` times with a timing mark between steps; the mean ms per step.
   StatusOr<std::vector<double>> profile(const std::map<std::string, Tensor>& inputs,
@@ -52,7 +54,7 @@ class Engine::ExecutionContext {
   // Every step, queued on the stream; with `marks`, a timing mark before the first step and after
   // each one.
   Status execute(std::vector<std::unique_ptr<runtime::TimingMark>>* marks = nullptr);
-  Status bind(const std::map<std::string, Tensor>& inputs);
+  Status bind(const std::map<std::string, Tensor>& inputs, int64_t rows = 0);
 
   const Engine& engine_;
   runtime::Backend* backend_ = nullptr;
@@ -215,11 +217,32 @@ Status Engine::ExecutionContext::execute(std::vector<std::unique_ptr<runtime::Ti
   return Status();
 }
 
-Status Engine::ExecutionContext::bind(const std::map<std::string, Tensor>& inputs) {
+Status Engine::ExecutionContext::bind(const std::map<std::string, Tensor>& inputs, int64_t rows) {
   const Engine& e = engine_;
   for (size_t k = 0; k < e.inputs_.size(); ++k) {
     Tensor& dst = slots_[e.input_slots_[k]];
-    KS_RETURN_IF_ERROR(backend_->copy_async(inputs.at(e.inputs_[k].name), dst, *stream_));
+    const Tensor& src = inputs.at(e.inputs_[k].name);
+    if (rows == 0) {
+      KS_RETURN_IF_ERROR(backend_->copy_async(src, dst, *stream_));
+      continue;
+    }
+    // The given rows first, then copies of what is filled so far (doubling) up to the context's
+    // batch: the extra rows hold real pixels, whose results are dropped.
+    const int64_t batch = dst.shape()[0];
+    const size_t row_bytes = dst.nbytes() / static_cast<size_t>(batch);
+    auto part = [&](int64_t first, int64_t count) {
+      std::vector<int64_t> dims = dst.shape().vec();
+      dims[0] = count;
+      return dst.view(dst.dtype(), Shape(dims), static_cast<size_t>(first) * row_bytes);
+    };
+    Tensor head = part(0, rows);
+    KS_RETURN_IF_ERROR(backend_->copy_async(src, head, *stream_));
+    for (int64_t filled = rows; filled < batch;) {
+      const int64_t n = std::min(filled, batch - filled);
+      Tensor to = part(filled, n);
+      KS_RETURN_IF_ERROR(backend_->copy_async(part(0, n), to, *stream_));
+      filled += n;
+    }
   }
   return Status();
 }
@@ -241,9 +264,9 @@ StatusOr<std::vector<double>> Engine::ExecutionContext::profile(
 }
 
 StatusOr<std::vector<Tensor>> Engine::ExecutionContext::run(
-    const std::map<std::string, Tensor>& inputs, const RunOptions& options) {
+    const std::map<std::string, Tensor>& inputs, const RunOptions& options, int64_t rows) {
   const Engine& e = engine_;
-  KS_RETURN_IF_ERROR(bind(inputs));
+  KS_RETURN_IF_ERROR(bind(inputs, rows));
   if (recording_) {
     KS_RETURN_IF_ERROR(recording_->replay(*stream_));
   } else {
@@ -266,7 +289,16 @@ StatusOr<std::vector<Tensor>> Engine::ExecutionContext::run(
   // The arena is this context's: outputs are copied out before it serves the next run.
   std::vector<Tensor> results;
   for (size_t slot : e.output_slots_) {
-    const Tensor& src = e.slot_template_[slot].defined() ? e.slot_template_[slot] : slots_[slot];
+    Tensor src = e.slot_template_[slot].defined() ? e.slot_template_[slot] : slots_[slot];
+    if (rows > 0) {  // a padded run: the given rows only
+      const int64_t batch = slots_[e.input_slots_[0]].shape()[0];
+      if (src.rank() == 0 || src.shape()[0] != batch)
+        return failed_precondition("output {} of shape {} has no batch axis of {}: cannot pad",
+                                   results.size(), src.shape(), batch);
+      std::vector<int64_t> dims = src.shape().vec();
+      dims[0] = rows;
+      src = src.view(src.dtype(), Shape(dims), 0);
+    }
     Tensor dst;
     if (options.outputs_on_device && !backend_->device().is_cpu()) {
       KS_ASSIGN_OR_RETURN(dst, backend_->allocate(src.dtype(), src.shape()));
@@ -576,13 +608,54 @@ StatusOr<std::map<std::string, int64_t>> Engine::bind_inputs(
   return bindings;
 }
 
+StatusOr<std::string> Engine::batch_symbol() const {
+  std::string batch;
+  auto check = [&](const TensorInfo& t, const char* what) -> Status {
+    const ir::SymShape& shape = t.type.shape;
+    if (!shape.has_rank() && what == std::string_view("output"))
+      return Status();  // not inferred: a padded run checks the computed shape
+    if (!shape.has_rank() || shape.rank() == 0 || !shape[0].is_symbolic() || shape[0].coef() != 1 ||
+        shape[0].offset() != 0 || (!batch.empty() && shape[0].symbol_name() != batch))
+      return failed_precondition("{} '{}' of shape {} has no batch axis{}", what, t.name,
+                                 shape.to_string(), batch.empty() ? "" : " '" + batch + "'");
+    batch = shape[0].symbol_name();
+    return Status();
+  };
+  for (const TensorInfo& t : inputs_) KS_RETURN_IF_ERROR(check(t, "input"));
+  for (const TensorInfo& t : outputs_) KS_RETURN_IF_ERROR(check(t, "output"));
+  if (batch.empty()) return failed_precondition("the model has no inputs");
+  return batch;
+}
+
+bool Engine::compiles_per_batch_size() const {
+  if (device().is_cpu()) return false;
+  for (const ir::Node* n : graph_->nodes()) {
+    if ((n->op_type() == "Conv" || n->op_type() == "FusedConv") &&
+        !n->attrs().has("kestrel_kernel"))
+      return true;
+  }
+  return false;
+}
+
 StatusOr<std::vector<Tensor>> Engine::run(const std::map<std::string, Tensor>& inputs,
                                           const RunOptions& options) const {
   KS_ASSIGN_OR_RETURN(auto bindings, bind_inputs(inputs));
+  int64_t rows = 0;  // nonzero: a batch of `rows` run in the context for options.pad_batch_to
+  if (options.pad_batch_to > 0) {
+    KS_ASSIGN_OR_RETURN(std::string batch, batch_symbol());
+    rows = bindings.at(batch);
+    if (options.pad_batch_to < rows)
+      return invalid_argument("cannot pad a batch of {} to {}", rows, options.pad_batch_to);
+    if (options.pad_batch_to == rows) {
+      rows = 0;
+    } else {
+      bindings[batch] = options.pad_batch_to;
+    }
+  }
   if (plannable_ && options_.plan && plannable(bindings)) {
     StatusOr<std::unique_ptr<ExecutionContext>> context = acquire_context(bindings);
     if (context.ok()) {
-      StatusOr<std::vector<Tensor>> out = (*context)->run(inputs, options);
+      StatusOr<std::vector<Tensor>> out = (*context)->run(inputs, options, rows);
       release_context(bindings, std::move(context).value());
       return out;
     }

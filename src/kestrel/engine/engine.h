@@ -85,6 +85,11 @@ class Engine {
     // Leave the outputs where they were computed (e.g. on the GPU) instead of copying them to the
     // host; the run then returns without waiting for the device.
     bool outputs_on_device = false;
+    // Run the batch in the execution context for this many rows (at least the inputs' batch):
+    // the extra rows repeat the given ones and their results are dropped. For engines whose new
+    // batch sizes are expensive (compiles_per_batch_size()), a server pads to sizes it warmed up.
+    // Needs a batch axis (batch_symbol()); engines that run node by node ignore it. 0: no padding.
+    int64_t pad_batch_to = 0;
   };
 
   // Runs the graph once. `inputs` must hold every graph input by name, in host memory or on the
@@ -125,6 +130,14 @@ class Engine {
   // an earlier run at that size planned it and, on the GPU, recorded its CUDA graph, so a run at
   // that size does neither again. Contexts serving a run at the moment are not counted.
   std::vector<int64_t> warm_batch_sizes() const;
+
+  // The symbol of the batch axis: the first dimension of every input and every output.
+  // FAILED_PRECONDITION when the graph has no such axis.
+  StatusOr<std::string> batch_symbol() const;
+  // Whether the first run at a new batch size is expensive: on the GPU, some convolution may run
+  // as a cuDNN graph kernel (BuildOptions::cudnn_graph), which cuDNN compiles for each batch size
+  // at its first run (seconds for a whole YOLO model).
+  bool compiles_per_batch_size() const;
 
  private:
   struct Step;

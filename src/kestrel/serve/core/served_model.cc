@@ -310,15 +310,34 @@ StatusOr<std::unique_ptr<ServedModel>> ServedModel::load(inference::ModelConfig 
       return engines[engine_of[static_cast<size_t>(instance)]]->allocate_host(dtype, shape);
     };
   }
+  // An engine that compiles kernels for each new batch size (cuDNN graph kernels: seconds) runs
+  // every batch in the context of the smallest warm size that holds it, so that no request waits
+  // for a compilation.
+  std::vector<int64_t> pad_to;
+  if (m->engine_->compiles_per_batch_size() && m->engine_->batch_symbol().ok()) {
+    for (int size : m->warm_batch_sizes_) pad_to.push_back(size);
+    std::sort(pad_to.begin(), pad_to.end());
+    log::info(
+        "model '{}' version {}: its engine compiles kernels for each batch size: batches run "
+        "padded to the next warm size",
+        m->name(), version);
+  }
   KS_ASSIGN_OR_RETURN(m->batcher_, DynamicBatcher::create(
                                        batching, std::move(output_names),
-                                       [engines = m->engines_, engine_of = m->engine_of_instance_](
-                                           const std::map<std::string, Tensor>& inputs,
-                                           int instance) -> StatusOr<std::vector<Tensor>> {
+                                       [engines = m->engines_, engine_of = m->engine_of_instance_,
+                                        pad_to](const std::map<std::string, Tensor>& inputs,
+                                                int instance) -> StatusOr<std::vector<Tensor>> {
                                          const engine::Engine& engine =
                                              *engines[engine_of[static_cast<size_t>(instance)]];
                                          KS_RETURN_IF_ERROR(bind_thread_to(engine));
-                                         return engine.run(inputs);
+                                         engine::Engine::RunOptions run;
+                                         const Tensor& first = inputs.begin()->second;
+                                         if (!pad_to.empty() && first.rank() > 0) {
+                                           auto it = std::lower_bound(pad_to.begin(), pad_to.end(),
+                                                                      first.shape()[0]);
+                                           if (it != pad_to.end()) run.pad_batch_to = *it;
+                                         }
+                                         return engine.run(inputs, run);
                                        },
                                        &m->stats_, m->image_preparer(), allocate_input));
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
