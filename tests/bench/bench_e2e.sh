@@ -93,6 +93,17 @@ assert s['errors'] > 0 and abs(s['errors']/(s['errors']+s['requests']) - 0.25) <
   && fail "a missing model must fail"
 grep -q "NOT_FOUND" missing.err || fail "missing model: $(cat missing.err)"
 
+echo "== --timeout-ms: an answer later than the timeout is a DEADLINE_EXCEEDED error"
+start_fake slow --service-us 400000
+read SHTTP SGRPC < slow.ports
+for proto in http grpc; do
+  port=$SHTTP; [ $proto = grpc ] && port=$SGRPC
+  timeout 60 "$KESTREL" bench -m fake -i $proto -u 127.0.0.1:$port -p 200 -r 3 -s 100 \
+    --no-progress --timeout-ms 50 > slow_$proto.out 2>&1
+  [ $? = 124 ] && fail "$proto: --timeout-ms did not end a request that takes 400 ms"
+  grep -q "DEADLINE_EXCEEDED" slow_$proto.out || fail "$proto timeout not shown: $(cat slow_$proto.out)"
+done
+
 if [ $ACCURACY = 1 ]; then
   echo "== --accuracy over /detect"
   "$KESTREL" bench "${COMMON[@]}" -u 127.0.0.1:$HTTP --images images --accuracy --labels labels \

@@ -154,6 +154,44 @@ TEST(GpuModelTest, EngineFileRoundTripOnTheGpu) {
   std::filesystem::remove(path);
 }
 
+// A batch run padded into a larger execution context (what the server does for engines with
+// cuDNN graph kernels, which compile per batch size): each given image gets the result of the
+// unpadded run, with the input on the host or already on the GPU.
+TEST(GpuModelTest, PaddedBatchGivesEachImageItsUnpaddedResult) {
+  REQUIRE_GPU_AND_DATA();
+  const Tensor zidane_hwc =
+      read_npy((shared_dir() / "reference/zidane_input_rgb_u8.npy").string()).value();
+  Tensor two = bus_input(2);  // bus, then zidane in the second row
+  const int64_t plane = zidane_hwc.shape()[0] * zidane_hwc.shape()[1];
+  ASSERT_EQ(two.num_elements(), 2 * 3 * plane) << "the reference inputs differ in size";
+  for (int64_t c = 0; c < 3; ++c)
+    for (int64_t i = 0; i < plane; ++i)
+      two.data<float>()[(3 + c) * plane + i] = zidane_hwc.data<uint8_t>()[i * 3 + c] / 255.0f;
+  for (const char* precision : {"fp32", "fp16"}) {
+    auto e = build("yolov5n.onnx", precision);
+    ASSERT_TRUE(e);
+    EXPECT_TRUE(e->compiles_per_batch_size()) << "built with cuDNN graph kernels allowed";
+    StatusOr<std::vector<Tensor>> plain = e->run({{"images", two}});
+    ASSERT_TRUE(plain.ok()) << plain.status();
+    const Tensor on_gpu = e->to_device(two).value();
+    for (const Tensor& input : {two, on_gpu}) {
+      StatusOr<std::vector<Tensor>> padded = e->run({{"images", input}}, {.pad_batch_to = 5});
+      ASSERT_TRUE(padded.ok()) << padded.status();
+      ASSERT_EQ((*padded)[0].shape(), (Shape{2, 25200, 85}));
+      const std::vector<double> a = (*padded)[0].to_double_vector();
+      const std::vector<double> b = (*plain)[0].to_double_vector();
+      const double err = relative_l2(a.data(), b.data(), b.size());
+      fmt::print("yolov5n {} padded 2 -> 5 ({}): relative L2 {:.3g} against batch 2\n", precision,
+                 input.is_cpu() ? "host input" : "device input", err);
+      // Batch 5 may run other cuDNN algorithms than batch 2: float32 within rounding, float16
+      // within the op harness's tolerance.
+      EXPECT_LT(err, std::string(precision) == "fp32" ? 1e-5 : 2e-3);
+    }
+    const std::vector<int64_t> warm = e->warm_batch_sizes();
+    EXPECT_NE(std::find(warm.begin(), warm.end(), 5), warm.end());
+  }
+}
+
 TEST(GpuModelTest, Float16ModelRunsOnTheGpu) {
   REQUIRE_GPU_AND_DATA();
   auto e = build("yolov5s-randw-fp16.onnx", "fp32");

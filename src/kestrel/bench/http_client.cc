@@ -1,8 +1,6 @@
-// The HTTP/1.1 KServe v2 client over Boost.Beast: one blocking keep-alive connection per worker,
-// requests serialized once in prepare() (see client.h).
+// The HTTP/1.1 KServe v2 client over Boost.Beast: one keep-alive connection per worker, blocking
+// (or under a deadline with --timeout-ms), requests serialized once in prepare() (see client.h).
 #include <fmt/format.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -28,7 +26,10 @@ int64_t ns_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count();
 }
 
-// A blocking connection that reconnects when the server closed it between requests.
+// A connection that reconnects when the server closed it between requests. Without a timeout its
+// calls block; with one, each exchange runs as asynchronous operations on the connection's own
+// io_context under a deadline (Asio's blocking calls ignore SO_RCVTIMEO: they poll without a
+// limit when the socket says "try again").
 class Socket {
  public:
   Socket(HostPort target, int64_t timeout_ms)
@@ -38,70 +39,98 @@ class Socket {
     buffer_.reserve(64 * 1024);
   }
 
-  // Sends `request` and reads the answer into `response`; the times of the write and of the
-  // whole exchange go to the out-parameters.
+  // Sends `request` and reads the answer into `response`; the time of the write goes to
+  // `write_ns`.
   Status exchange(const Request& request, http::response<http::string_body>& response,
                   int64_t* write_ns) {
     // A kept-alive connection may have been closed by the server since the last request: one
     // retry on a fresh connection tells that apart from a server that is down.
     for (int attempt = 0; attempt < 2; ++attempt) {
-      const bool reused = socket_.is_open();
+      const bool reused = stream_.socket().is_open();
       if (!reused) KS_RETURN_IF_ERROR(open());
-      beast::error_code ec;
       const auto t0 = Clock::now();
-      http::write(socket_, request, ec);
-      if (write_ns) *write_ns = ns_between(t0, Clock::now());
+      http::response_parser<http::string_body> parser;
+      parser.body_limit(uint64_t{1} << 32);
+      beast::error_code ec = timeout_ms_ > 0 ? exchange_with_deadline(request, parser, t0, write_ns)
+                                             : exchange_blocking(request, parser, t0, write_ns);
       if (!ec) {
-        http::response_parser<http::string_body> parser;
-        parser.body_limit(uint64_t{1} << 32);
-        http::read(socket_, buffer_, parser, ec);
-        if (!ec) {
-          response = parser.release();
-          if (!response.keep_alive()) close();
-          return Status();
-        }
+        response = parser.release();
+        if (!response.keep_alive()) close();
+        return Status();
       }
       close();
-      if (!reused || attempt == 1) {
-        if (ec == asio::error::would_block || ec == asio::error::timed_out) {
-          return deadline_exceeded("{}: no answer within {} ms", target_.to_string(), timeout_ms_);
-        }
-        return unavailable("{}: {}", target_.to_string(), ec.message());
-      }
+      if (ec == beast::error::timeout)
+        return deadline_exceeded("{}: no answer within {} ms", target_.to_string(), timeout_ms_);
+      if (!reused || attempt == 1) return unavailable("{}: {}", target_.to_string(), ec.message());
     }
     return internal_error("unreachable");
   }
 
  private:
+  beast::error_code exchange_blocking(const Request& request,
+                                      http::response_parser<http::string_body>& parser,
+                                      Clock::time_point t0, int64_t* write_ns) {
+    beast::error_code ec;
+    http::write(stream_, request, ec);
+    if (write_ns) *write_ns = ns_between(t0, Clock::now());
+    if (!ec) http::read(stream_, buffer_, parser, ec);
+    return ec;
+  }
+
+  // The write and the read together must finish within the timeout.
+  beast::error_code exchange_with_deadline(const Request& request,
+                                           http::response_parser<http::string_body>& parser,
+                                           Clock::time_point t0, int64_t* write_ns) {
+    beast::error_code result;
+    stream_.expires_after(std::chrono::milliseconds(timeout_ms_));
+    http::async_write(stream_, request, [&](beast::error_code ec, size_t) {
+      if (write_ns) *write_ns = ns_between(t0, Clock::now());
+      if (ec) {
+        result = ec;
+        return;
+      }
+      http::async_read(stream_, buffer_, parser,
+                       [&](beast::error_code read_ec, size_t) { result = read_ec; });
+    });
+    io_.restart();
+    io_.run();
+    stream_.expires_never();
+    return result;
+  }
+
   Status open() {
     beast::error_code ec;
     tcp::resolver resolver(io_);
     const auto endpoints = resolver.resolve(target_.host, std::to_string(target_.port), ec);
     if (ec) return unavailable("cannot resolve {}: {}", target_.host, ec.message());
-    asio::connect(socket_, endpoints, ec);
-    if (ec) return unavailable("cannot connect to {}: {}", target_.to_string(), ec.message());
-    socket_.set_option(tcp::no_delay(true), ec);
     if (timeout_ms_ > 0) {
-      timeval tv{};
-      tv.tv_sec = timeout_ms_ / 1000;
-      tv.tv_usec = (timeout_ms_ % 1000) * 1000;
-      setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-      setsockopt(socket_.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+      stream_.expires_after(std::chrono::milliseconds(timeout_ms_));
+      stream_.async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) { ec = e; });
+      io_.restart();
+      io_.run();
+      stream_.expires_never();
+    } else {
+      stream_.connect(endpoints, ec);
     }
+    if (ec == beast::error::timeout)
+      return deadline_exceeded("cannot connect to {} within {} ms", target_.to_string(),
+                               timeout_ms_);
+    if (ec) return unavailable("cannot connect to {}: {}", target_.to_string(), ec.message());
+    stream_.socket().set_option(tcp::no_delay(true), ec);
     buffer_.clear();
     return Status();
   }
   void close() {
     beast::error_code ec;
-    socket_.shutdown(tcp::socket::shutdown_both, ec);
-    socket_.close(ec);
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.close();
     buffer_.clear();
   }
 
   HostPort target_;
   int64_t timeout_ms_;
   asio::io_context io_;
-  tcp::socket socket_{io_};
+  beast::tcp_stream stream_{io_};
   beast::flat_buffer buffer_;
 };
 
