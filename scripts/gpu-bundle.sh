@@ -27,5 +27,5 @@ fi
 mkdir -p .dev/bundle/shared/images
 cp "$shared"/images/*.jpg .dev/bundle/shared/images/
 cp scripts/gpu-check.sh scripts/gpu-detect-check.sh scripts/roofline.py tests/bench/overhead.sh \
-  bench/paper/run.sh .dev/bundle/
+  tests/bench/request_overhead.sh tests/server/data/tiny.onnx bench/paper/run.sh .dev/bundle/
 du -sh .dev/bundle

@@ -10,6 +10,7 @@
 
 #include "kestrel/base/file.h"
 #include "kestrel/engine/kplan.pb.h"
+#include "kestrel/runtime/tuning.h"
 
 namespace kestrel::engine {
 namespace {
@@ -295,6 +296,7 @@ EngineFileInfo info_of(const kplan::Header& h, uint32_t version) {
   info.backend = h.backend();
   info.target = {h.target().begin(), h.target().end()};
   info.tuning = {h.tuning().begin(), h.tuning().end()};
+  info.tuning.insert(h.compiled().begin(), h.compiled().end());
   info.created_unix = h.created_unix();
   return info;
 }
@@ -406,6 +408,7 @@ Status write_timing_cache(const std::string& path, const Engine& engine) {
   std::string text = "kestrel-timing-cache 1\n";
   for (const auto& [k, v] : engine.target()) text += fmt::format("target {}={}\n", k, v);
   for (const auto& [k, v] : engine.tuning_entries()) {
+    if (k.starts_with(runtime::kSerializedPlanPrefix)) continue;  // compiled kernels: engine files
     if (k.find_first_of("\t\n") != std::string::npos || v.find('\n') != std::string::npos) {
       return internal_error("tuning key '{}' cannot be written to a timing cache", k);
     }
@@ -439,7 +442,12 @@ Status save_engine_file(const std::string& path, const Engine& engine, EngineFil
   h.set_max_batch(info.max_batch);
   h.set_backend(target.count("backend") ? target.at("backend") : "");
   for (const auto& [k, v] : target) (*h.mutable_target())[k] = v;
-  for (const auto& [k, v] : engine.tuning_entries()) (*h.mutable_tuning())[k] = v;
+  for (const auto& [k, v] : engine.tuning_entries()) {
+    if (k.starts_with(runtime::kSerializedPlanPrefix))
+      (*h.mutable_compiled())[k] = v;
+    else
+      (*h.mutable_tuning())[k] = v;
+  }
   h.set_created_unix(std::chrono::duration_cast<std::chrono::seconds>(
                          std::chrono::system_clock::now().time_since_epoch())
                          .count());

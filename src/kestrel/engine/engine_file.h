@@ -17,7 +17,9 @@
 //       64     H  header: kestrel.kplan.Header (kplan.proto, protobuf binary): Kestrel version,
 //                 SHA-256 of the source ONNX file, precision, layout, max batch, backend and
 //                 target (GPU model, compute capability, CUDA runtime and driver, cuDNN), the
-//                 autotuner's choices, and the optimized graph with its constants as references
+//                 autotuner's choices, the compiled kernels of cuDNN's runtime fusion engines
+//                 (serialized execution plans, so a load does not compile them again), and the
+//                 optimized graph with its constants as references
 //                 into the weight section
 //   64+H'      W  weight section: constant tensors, each at an offset aligned to 64 bytes from
 //                 its start (H' = H rounded up to 64)

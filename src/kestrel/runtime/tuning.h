@@ -18,6 +18,10 @@
 
 namespace kestrel::runtime {
 
+// Keys of entries that hold a compiled kernel (a serialized cuDNN plan) rather than a choice: kept
+// in engine files, left out of timing-cache files (which hold choices only, one per line).
+inline constexpr const char* kSerializedPlanPrefix = "compiled ";
+
 class TuningCache {
  public:
   std::optional<std::string> find(const std::string& key) const {

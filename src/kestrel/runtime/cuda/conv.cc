@@ -374,8 +374,19 @@ class CudnnConv final : public Kernel {
     std::optional<std::string> fused_choice;
     if (tuning_ != nullptr && graph_candidate) fused_choice = tuning_->find(fused_signature);
     if (fused_choice && fused_choice->rfind("graph ", 0) == 0) {
-      StatusOr<std::unique_ptr<FusedConvGraph>> graph =
-          FusedConvGraph::from_choice(problem, *fused_choice, kMaxWorkspace);
+      // The compiled plan from the engine file when it has it, else built (and compiled) again.
+      const std::string plan_key = serialized_plan_key(fused_signature, *fused_choice);
+      StatusOr<std::unique_ptr<FusedConvGraph>> graph = unavailable("no serialized plan");
+      if (std::optional<std::string> text = tuning_->find(plan_key)) {
+        graph = FusedConvGraph::from_serialized(problem, *fused_choice, *text, kMaxWorkspace);
+        if (!graph.ok())
+          log::debug("{}: the serialized cuDNN plan cannot be used ({}); building it again", name_,
+                     graph.status().to_string());
+      }
+      if (!graph.ok()) {
+        graph = FusedConvGraph::from_choice(problem, *fused_choice, kMaxWorkspace);
+        if (graph.ok()) remember_serialized(**graph, fused_signature);
+      }
       if (graph.ok()) {
         plan->graph = std::move(graph).value();
         // The legacy choice as well, if recorded, for runs whose buffers the graph cannot take
@@ -581,13 +592,35 @@ class CudnnConv final : public Kernel {
       return Status();
     }
     graph->keep_only(*best);
-    if (tuning_ != nullptr && against_legacy) tuning_->insert(fused_signature, graph->choice(0));
+    if (tuning_ != nullptr && against_legacy) {
+      tuning_->insert(fused_signature, graph->choice(0));
+      remember_serialized(*graph, fused_signature);
+    }
     log::debug(
         "{}: fused cuDNN graph {} {:.4f} ms (convolution + epilogue pass {:.4f} ms):{} "
         "({:.0f} ms)",
         name_, graph->choice(0), best_ms, legacy_ms, timings, tuning_ms);
     plan.graph = std::move(graph);
     return Status();
+  }
+
+  // The tuning cache's key for the compiled form of a fused-graph choice. Engine files keep these
+  // entries, so a loaded engine skips cuDNN's kernel compilation; timing caches leave them out.
+  static std::string serialized_plan_key(const std::string& fused_signature,
+                                         const std::string& choice) {
+    return fmt::format("{}{} | {}", kSerializedPlanPrefix, fused_signature, choice);
+  }
+
+  // Records plan 0 of `graph` in its compiled form, when cuDNN can serialize it.
+  void remember_serialized(const FusedConvGraph& graph, const std::string& fused_signature) {
+    if (tuning_ == nullptr || graph.size() == 0) return;
+    StatusOr<std::string> text = graph.serialize(0);
+    if (!text.ok()) {
+      log::debug("{}: the cuDNN plan is not kept in the engine ({})", name_,
+                 text.status().to_string());
+      return;
+    }
+    tuning_->insert(serialized_plan_key(fused_signature, graph.choice(0)), std::move(text).value());
   }
 
   // Mean milliseconds of `launch` (returning Status) over kTimedRuns launches on `stream`, after

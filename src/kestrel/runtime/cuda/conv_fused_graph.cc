@@ -607,6 +607,62 @@ StatusOr<std::unique_ptr<FusedConvGraph>> FusedConvGraph::from_choice(const Fuse
   return std::unique_ptr<FusedConvGraph>(new FusedConvGraph(std::move(impl)));
 }
 
+StatusOr<std::unique_ptr<FusedConvGraph>> FusedConvGraph::from_serialized(const FusedConvProblem& p,
+                                                                          const std::string& choice,
+                                                                          const std::string& text,
+                                                                          size_t max_workspace) {
+  if (const std::string why = fused_conv_graph_unsupported(p); !why.empty()) {
+    return unimplemented("no fused cuDNN graph for {}", why);
+  }
+  if (text.empty()) return invalid_argument("fused convolution graph '{}': no plan text", choice);
+  KS_ASSIGN_OR_RETURN(DeviceHandle * device, device_handle());
+  auto impl = std::make_unique<Impl>();
+  impl->device = device;
+  impl->bias = p.bias;
+  impl->residual = p.residual;
+  std::lock_guard<std::mutex> lock(device->mutex);
+  KS_ASSIGN_OR_RETURN(Descriptor plan, make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR));
+  cudnnHandle_t handle = device->handle;
+  KS_SET_ATTR(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
+  KS_SET_ATTR(plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
+              static_cast<int64_t>(text.size()), text.data());
+  if (cudnnStatus_t st = cudnnBackendFinalize(plan.get()); st != CUDNN_STATUS_SUCCESS) {
+    return cudnn_status(st, "cudnnBackendFinalize(serialized execution plan)", __FILE__, __LINE__)
+        .with_context(last_cudnn_error());
+  }
+  int64_t count = 0, workspace = 0;
+  KS_CUDNN_RETURN_IF_ERROR(cudnnBackendGetAttribute(plan.get(),
+                                                    CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                                                    CUDNN_TYPE_INT64, 1, &count, &workspace));
+  if (workspace < 0 || static_cast<size_t>(workspace) > max_workspace) {
+    return invalid_argument("fused convolution graph '{}': workspace of {} bytes", choice,
+                            workspace);
+  }
+  impl->plans.push_back({std::move(plan), static_cast<size_t>(workspace), choice});
+  return std::unique_ptr<FusedConvGraph>(new FusedConvGraph(std::move(impl)));
+}
+
+StatusOr<std::string> FusedConvGraph::serialize(size_t i) const {
+  if (i >= impl_->plans.size())
+    return internal_error("fused convolution plan {} does not exist", i);
+  std::lock_guard<std::mutex> lock(impl_->device->mutex);
+  cudnnBackendDescriptor_t plan = impl_->plans[i].plan.get();
+  int64_t size = 0;
+  if (cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
+                               0, &size, nullptr) != CUDNN_STATUS_SUCCESS ||
+      size <= 0) {
+    return unimplemented("cuDNN cannot serialize plan {} {}", impl_->plans[i].choice,
+                         last_cudnn_error());
+  }
+  std::string text(static_cast<size_t>(size), '\0');
+  KS_CUDNN_RETURN_IF_ERROR(cudnnBackendGetAttribute(plan,
+                                                    CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION,
+                                                    CUDNN_TYPE_CHAR, size, &size, text.data()));
+  text.resize(static_cast<size_t>(std::max<int64_t>(size, 0)));
+  while (!text.empty() && text.back() == '\0') text.pop_back();  // C string terminator
+  return text;
+}
+
 Status FusedConvGraph::execute(size_t i, const FusedConvBuffers& b, void* workspace,
                                cudaStream_t stream) const {
   if (i >= impl_->plans.size())

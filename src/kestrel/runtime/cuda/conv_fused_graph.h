@@ -68,6 +68,14 @@ class FusedConvGraph {
   static StatusOr<std::unique_ptr<FusedConvGraph>> from_choice(const FusedConvProblem& p,
                                                                const std::string& choice,
                                                                size_t max_workspace);
+  // Plan `choice` from serialize()'s text, written by an earlier process with the same cuDNN on
+  // the same GPU: no heuristics and no kernel compilation (runtime fusion engines compile their
+  // kernel when a plan is finalized, which is what loading an engine spends its time on).
+  // An error when cuDNN refuses the text; callers fall back to from_choice.
+  static StatusOr<std::unique_ptr<FusedConvGraph>> from_serialized(const FusedConvProblem& p,
+                                                                   const std::string& choice,
+                                                                   const std::string& text,
+                                                                   size_t max_workspace);
   ~FusedConvGraph();
   FusedConvGraph(const FusedConvGraph&) = delete;
   FusedConvGraph& operator=(const FusedConvGraph&) = delete;
@@ -79,6 +87,9 @@ class FusedConvGraph {
   // The tuning cache's encoding of plan i: "graph <form> <heuristics mode> <index> <engine tag>",
   // e.g. "graph swish a 0 eng12_k2=3_k13=1".
   const std::string& choice(size_t i) const;
+  // Plan i as cuDNN's JSON representation of an execution plan, which holds the compiled kernel:
+  // for from_serialized. UNIMPLEMENTED when cuDNN cannot serialize this plan's engine.
+  StatusOr<std::string> serialize(size_t i) const;
   // Drops every plan but plan i (which becomes plan 0).
   void keep_only(size_t i);
 
