@@ -46,10 +46,11 @@ struct KestrelParameters {
   bool nms = false;
   // "cudnn_graph": convolutions may run as cuDNN's fused graph kernels (engine::BuildOptions::
   // cudnn_graph): on the H100, yolov5s FP16 runs 2.8x faster at batch 32 (4.3 instead of 12 ms)
-  // and 4.8x at batch 1. The price is start-up: cuDNN compiles those kernels in every process, for
-  // every warm batch size (8-9 s to READY with a cached engine instead of about 1 s; 70 s when
-  // the engine is built). Batches then run padded to the warm sizes, so no request waits for a
-  // compilation. Off by default (start-up first); docs/benchmarks/ has the figures.
+  // and 4.8x at batch 1. cuDNN compiles those kernels per batch size: the first start builds for
+  // 40-60 s, and the cached engine keeps the compiled kernels, so later starts reach READY in
+  // 1.0-1.2 s (0.9 s without). Batches run padded to the warm sizes (preferred_batch_size and
+  // max_batch_size), so no request waits for a compilation. Off by default, for the cold start and
+  // for mid-size batches, which run padded; docs/benchmarks/ has the figures.
   bool cudnn_graph = false;
 };
 StatusOr<KestrelParameters> kestrel_parameters(const inference::ModelConfig& config);
