@@ -9,12 +9,13 @@
 // them; then the fused graph's plans, each against the legacy path's convolution + epilogue pass
 // (or the direct kernel); the winner is remembered for that shape. With a tuning cache
 // (runtime/tuning.h) the choices are looked up first and recorded after measuring, so engine
-// files and rebuilds skip the measurement. Whatever goes wrong with the fused graph while
-// planning (no engine, no plan that finalizes or can be recorded into a CUDA graph, a recorded
-// plan this cuDNN no longer offers) leaves the legacy path in charge, unless the node pins
-// kestrel_kernel=graph. Constant weights and bias are copied to the device once, when the kernel is
-// created, and shared by every run. float32 runs in full FP32 (TF32 only when the node asks for it
-// with the `kestrel_tf32` attribute); float16 accumulates in FP32.
+// files and rebuilds skip the measurement; a chosen fused-graph plan is recorded in its compiled
+// (serialized) form as well, so an engine file loads without cuDNN compiling it again. Whatever
+// goes wrong with the fused graph while planning (no engine, no plan that finalizes or can be
+// recorded into a CUDA graph, a recorded plan this cuDNN no longer offers) leaves the legacy path
+// in charge, unless the node pins kestrel_kernel=graph. Constant weights and bias are copied to the
+// device once, when the kernel is created, and shared by every run. float32 runs in full FP32 (TF32
+// only when the node asks for it with the `kestrel_tf32` attribute); float16 accumulates in FP32.
 #include <cudnn.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
