@@ -112,6 +112,8 @@ TEST_F(EngineFileTest, LoadedEngineComputesExactlyWhatTheBuiltOneDid) {
     EXPECT_EQ(info.tuning.at("cudnn_conv example"), "algo 1 math 0");
     EXPECT_EQ(info.tuning.at(compiled_key()), compiled_bytes());
     EXPECT_EQ((*loaded)->tuning_entries().at(compiled_key()), compiled_bytes());
+    EXPECT_EQ((*loaded)->tuning_counts().compiled, 1u);
+    EXPECT_EQ((*loaded)->tuning_counts().total(), info.tuning.size());
     EXPECT_EQ((*loaded)->graph().num_nodes(), built->graph().num_nodes());
     EXPECT_EQ((*loaded)->graph().metadata, built->graph().metadata);
     const Tensor x = random_images(1);

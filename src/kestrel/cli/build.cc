@@ -13,6 +13,7 @@
 #include "kestrel/engine/builder.h"
 #include "kestrel/engine/engine_file.h"
 #include "kestrel/onnx/importer.h"
+#include "kestrel/runtime/tuning.h"
 #include "kestrel/vision/nms.h"
 
 namespace kestrel::cli {
@@ -156,9 +157,10 @@ Status build(const BuildCommandOptions& o) {
     KS_RETURN_IF_ERROR(engine::write_timing_cache(o.timing_cache, *e));
   }
   KS_ASSIGN_OR_RETURN(std::string bytes, read_file(o.output));
-  fmt::print("built {} in {:.2f} s: {:.1f} MB, {} tuned choices, target {}\n", o.output,
-             seconds_since(start), static_cast<double>(bytes.size()) / 1e6,
-             e->tuning_entries().size(), e->target().count("gpu") ? e->target().at("gpu") : "cpu");
+  const runtime::TuningCounts tuned = e->tuning_counts();
+  fmt::print("built {} in {:.2f} s: {:.1f} MB, {} tuned choices, {} compiled kernels, target {}\n",
+             o.output, seconds_since(start), static_cast<double>(bytes.size()) / 1e6, tuned.choices,
+             tuned.compiled, e->target().count("gpu") ? e->target().at("gpu") : "cpu");
   return Status();
 }
 

@@ -16,6 +16,7 @@
 #include "kestrel/ir/shape_inference.h"
 #include "kestrel/onnx/importer.h"
 #include "kestrel/runtime/cpu/cpu_backend.h"
+#include "kestrel/runtime/tuning.h"
 
 namespace kestrel::cli {
 namespace {
@@ -130,7 +131,9 @@ Status inspect_engine_file(const std::string& path) {
   fmt::print("max batch  {}\n", info.max_batch);
   fmt::print("backend    {}\n", info.backend);
   for (const auto& [key, value] : info.target) fmt::print("target     {} = {}\n", key, value);
-  fmt::print("tuning     {} measured choices\n", info.tuning.size());
+  const runtime::TuningCounts tuned = runtime::count_tuning(info.tuning);
+  fmt::print("tuning     {} measured choices, {} compiled kernels\n", tuned.choices,
+             tuned.compiled);
   if (info.created_unix > 0) {
     const std::time_t t = static_cast<std::time_t>(info.created_unix);
     std::tm utc{};

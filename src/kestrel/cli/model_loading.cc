@@ -7,6 +7,7 @@
 
 #include "kestrel/engine/engine_file.h"
 #include "kestrel/onnx/importer.h"
+#include "kestrel/runtime/tuning.h"
 
 namespace kestrel::cli {
 
@@ -36,9 +37,12 @@ StatusOr<std::unique_ptr<engine::Engine>> load_or_build_engine(const std::string
       return invalid_argument("{} is a {} engine; rebuild it with --tf32", path, info.precision);
     }
     if (print_summary) {
-      fmt::print("loaded {} in {:.3f} s: {} {} from {} (max batch {}), {} tuned choices, on {}\n",
-                 path, seconds(), info.precision, info.layout, info.model_name, info.max_batch,
-                 info.tuning.size(), e->backend_summary());
+      const runtime::TuningCounts tuned = runtime::count_tuning(info.tuning);
+      fmt::print(
+          "loaded {} in {:.3f} s: {} {} from {} (max batch {}), {} tuned choices, {} compiled "
+          "kernels, on {}\n",
+          path, seconds(), info.precision, info.layout, info.model_name, info.max_batch,
+          tuned.choices, tuned.compiled, e->backend_summary());
     }
     return e;
   }

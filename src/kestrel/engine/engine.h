@@ -69,6 +69,8 @@ class Engine {
   // The autotuner's choices so far: the seed entries plus every measurement made since (a batch
   // size's measurements happen on its first run).
   std::map<std::string, std::string> tuning_entries() const { return tuning_.entries(); }
+  // How many choices and compiled kernels tuning_entries() holds, without copying them.
+  runtime::TuningCounts tuning_counts() const { return tuning_.counts(); }
   // Adds choices (e.g. from a timing cache) for kernels that have not measured yet.
   void seed_tuning(const std::map<std::string, std::string>& entries) const {
     tuning_.merge(entries);

@@ -22,6 +22,19 @@ namespace kestrel::runtime {
 // in engine files, left out of timing-cache files (which hold choices only, one per line).
 inline constexpr const char* kSerializedPlanPrefix = "compiled ";
 
+// How many entries of each kind a tuning map holds.
+struct TuningCounts {
+  size_t choices = 0;
+  size_t compiled = 0;  // keys starting with kSerializedPlanPrefix
+  size_t total() const { return choices + compiled; }
+};
+inline TuningCounts count_tuning(const std::map<std::string, std::string>& entries) {
+  TuningCounts c;
+  for (const auto& entry : entries)
+    ++(entry.first.starts_with(kSerializedPlanPrefix) ? c.compiled : c.choices);
+  return c;
+}
+
 class TuningCache {
  public:
   std::optional<std::string> find(const std::string& key) const {
@@ -37,6 +50,10 @@ class TuningCache {
   void merge(const std::map<std::string, std::string>& entries) {
     std::lock_guard<std::mutex> lock(mutex_);
     for (const auto& [k, v] : entries) entries_[k] = v;
+  }
+  TuningCounts counts() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return count_tuning(entries_);
   }
   std::map<std::string, std::string> entries() const {
     std::lock_guard<std::mutex> lock(mutex_);

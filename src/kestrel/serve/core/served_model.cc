@@ -83,7 +83,7 @@ struct LoadedEngine {
   std::string cache_path;
   engine::EngineFileInfo cache_info;
   bool from_cache = false;
-  size_t tuned_at_load = 0;  // the engine's autotuner choices when it was loaded or built
+  size_t tuned_at_load = 0;  // the engine's tuning entries when it was loaded or built
 };
 
 // The engine of one model version on the device of `where`: a .kplan file loaded as it is; an
@@ -158,7 +158,7 @@ StatusOr<LoadedEngine> load_engine(const inference::ModelConfig& config, int64_t
                     version, cached, where.device_name());
           result.engine = std::shared_ptr<engine::Engine>(std::move(e).value());
           result.from_cache = true;
-          result.tuned_at_load = result.engine->tuning_entries().size();
+          result.tuned_at_load = result.engine->tuning_counts().total();
           return result;
         }
         log::warn("model '{}' version {}: cached engine unusable, rebuilding: {}", config.name(),
@@ -173,7 +173,7 @@ StatusOr<LoadedEngine> load_engine(const inference::ModelConfig& config, int64_t
   KS_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> built,
                       engine::build_engine(std::move(graph), build));
   result.engine = std::move(built);
-  result.tuned_at_load = result.engine->tuning_entries().size();
+  result.tuned_at_load = result.engine->tuning_counts().total();
   return result;
 }
 
@@ -182,14 +182,15 @@ StatusOr<LoadedEngine> load_engine(const inference::ModelConfig& config, int64_t
 void save_to_cache(const LoadedEngine& loaded, const std::string& model, int64_t version,
                    const std::string& cache_dir) {
   if (loaded.cache_path.empty()) return;
-  const size_t tuned = loaded.engine->tuning_entries().size();
-  if (loaded.from_cache && tuned == loaded.tuned_at_load) return;
+  const runtime::TuningCounts tuned = loaded.engine->tuning_counts();
+  if (loaded.from_cache && tuned.total() == loaded.tuned_at_load) return;
   std::error_code ec;
   std::filesystem::create_directories(cache_dir, ec);
   Status saved = engine::save_engine_file(loaded.cache_path, *loaded.engine, loaded.cache_info);
   if (saved.ok())
-    log::info("model '{}' version {}: engine cached as {} ({} autotuner choices)", model, version,
-              loaded.cache_path, tuned);
+    log::info(
+        "model '{}' version {}: engine cached as {} ({} autotuner choices, {} compiled kernels)",
+        model, version, loaded.cache_path, tuned.choices, tuned.compiled);
   else
     log::warn("model '{}' version {}: cannot cache the engine: {}", model, version,
               saved.to_string());
