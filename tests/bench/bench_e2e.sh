@@ -1,7 +1,7 @@
 #!/bin/bash
 # kestrel bench end to end (see tests.cmake): against the fake KServe server over HTTP and gRPC,
-# closed and open loop, errors, --accuracy, --cold-start, the report overlay, and the HTML report
-# in headless Chromium.  Usage: bench_e2e.sh KESTREL FAKE_SERVER
+# closed and open loop, errors, --accuracy, --cold-start, the report overlay, the HTML report
+# in headless Chromium, and tensors through system shared memory against kestrel serve.  Usage: bench_e2e.sh KESTREL FAKE_SERVER
 set -u
 KESTREL=$1
 FAKE=$2
@@ -36,7 +36,7 @@ if [ -d "${KESTREL_SHARED:-}/coco-val/images" ]; then
   ACCURACY=1
 fi
 
-start_fake main --images images --labels labels
+if [ $ACCURACY = 1 ]; then start_fake main --images images --labels labels; else start_fake main; fi
 read HTTP GRPC < main.ports
 COMMON=(-m fake -p 150 -r 6 -s 60 --no-progress)
 HEADER='Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,p95 latency,p99 latency'
@@ -146,10 +146,34 @@ if command -v chromium > /dev/null; then
 else
   echo "SKIP the Chromium check: chromium is not installed"
 fi
+free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }
+if "$KESTREL" serve --help > /dev/null 2>&1; then
+  echo "== against kestrel serve: tensors through system shared memory (gRPC, tiny model)"
+  TH=$(free_port); TG=$(free_port); TM=$(free_port)
+  TINY=("$KESTREL" serve --model "$HERE/../server/data/tiny.onnx" --backend cpu --http-port "$TH"
+        --grpc-port "$TG" --metrics-port "$TM" --engine-cache-dir none)
+  "$KESTREL" bench -m tiny -i grpc -u 127.0.0.1:$TG --shared-memory system \
+    --concurrency-range 1:2 -p 500 -r 3 -s 100 --no-progress -f shm.csv --json shm.json \
+    --cold-start -- "${TINY[@]}" --allow-client-shm > shm.out 2>&1 \
+    || fail "bench --shared-memory system: $(tail -20 shm.out)"
+  cat shm.out
+  [ "$(wc -l < shm.csv)" = 3 ] || fail "shared-memory CSV rows"
+  python3 - shm.json <<'PY' || fail "shared-memory JSON"
+import json, sys
+for p in json.load(open(sys.argv[1]))["points"]:
+    s = p["summary"]
+    assert s["requests"] > 0 and s["errors"] == 0, s
+PY
+  ls /dev/shm | grep -q kestrel_bench_ && fail "the bench left shared-memory objects behind"
+  "$KESTREL" bench -m tiny -i grpc -u 127.0.0.1:$TG --shared-memory system -p 300 -r 1 \
+    --no-progress --cold-start -- "${TINY[@]}" > noshm.out 2>&1 \
+    && fail "bench --shared-memory against a server that does not allow it succeeded"
+  grep -q "allow-client-shm" noshm.out || fail "no hint to --allow-client-shm: $(tail -5 noshm.out)"
+  ls /dev/shm | grep -q kestrel_bench_ && fail "a failed shared-memory run left objects behind"
+fi
 MODEL="${KESTREL_SHARED:-}/models/yolov5n.onnx"
 if [ $ACCURACY = 1 ] && [ -f "$MODEL" ] && "$KESTREL" serve --help > /dev/null 2>&1; then
   echo "== against kestrel serve (CPU): cold start, /detect under load, --accuracy"
-  free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }
   SH=$(free_port); SG=$(free_port); SM=$(free_port)
   SERVE=("$KESTREL" serve --model "$MODEL" --backend cpu --http-port "$SH" --grpc-port "$SG"
          --metrics-port "$SM")

@@ -3,7 +3,8 @@
 backend and a small model repository (tests/server/data/tiny.onnx: y = x * 2 + 1, and yolov5n from
 KESTREL_SHARED when present), then talks to it over the wire: HTTP (KServe v2 JSON and binary
 tensors, keep-alive, pipelining, Expect: 100-continue, detect, stats, metrics, malformed requests),
-gRPC (inference.GRPCInferenceService and grpc.health.v1 with python3-grpcio), bearer-token auth
+gRPC (inference.GRPCInferenceService and grpc.health.v1 with python3-grpcio), the system
+shared-memory extension over both, bearer-token auth
 and configuration through KESTREL_* variables, a clean SIGTERM under load, and instance placement
 (a GPU index that does not exist fails that model only).
 
@@ -516,6 +517,153 @@ def test_grpc(srv, source):
     ch.close()
 
 
+def grpc_stubs(srv, source):
+    """The protocol's generated Python messages and a function calling one RPC, or None."""
+    try:
+        import grpc
+    except ImportError:
+        return None
+    tmp = tempfile.mkdtemp()
+    subprocess.check_call(["protoc", f"-I{source}/src", f"--python_out={tmp}",
+                           *(f"{source}/src/kestrel/protocol/{p}.proto"
+                             for p in ("grpc_service", "model_config", "health"))])
+    sys.path.insert(0, tmp)
+    from kestrel.protocol import grpc_service_pb2 as pb
+    ch = grpc.insecure_channel(f"127.0.0.1:{srv.grpc}")
+
+    def rpc(name, req, resp):
+        return ch.unary_unary(f"/inference.GRPCInferenceService/{name}",
+                              request_serializer=req.SerializeToString,
+                              response_deserializer=resp.FromString)(req, timeout=30)
+    return grpc, pb, rpc
+
+
+def test_shared_memory(srv, source):
+    """The system shared-memory extension: regions registered over HTTP and gRPC, inputs read from
+    and outputs written to them, and each way of getting it wrong."""
+    print("system shared memory")
+    from multiprocessing import shared_memory
+    p = srv.http
+    tag = f"kestrel_e2e_{os.getpid()}"
+    inp = shared_memory.SharedMemory(name=f"{tag}_in", create=True, size=4096)
+    out = shared_memory.SharedMemory(name=f"{tag}_out", create=True, size=4096)
+    try:
+        inp.buf[0:32] = struct.pack("<8f", 1, 2, 3, 4, 10, 20, 30, 40)
+        check("system_shared_memory" in get_json(p, "/v2")[1]["extensions"],
+              "server metadata lists system_shared_memory")
+        check(get_json(p, "/v2/systemsharedmemory/status") == (200, []), "no regions at first")
+
+        def register(name, key, byte_size, offset=0):
+            body = json.dumps({"key": key, "offset": offset, "byte_size": byte_size})
+            return request(p, "POST", f"/v2/systemsharedmemory/region/{name}/register", body)
+
+        check(register("in", f"/{tag}_in", 64)[0] == 200, "register an input region")
+        check(register("out", f"/{tag}_out", 32, offset=64)[0] == 200, "register an output region")
+        status, regions = get_json(p, "/v2/systemsharedmemory/region/out/status")
+        check(status == 200 and regions == [{"name": "out", "key": f"/{tag}_out", "offset": 64,
+                                             "byte_size": 32}], f"region status {regions}")
+        status, _, body = register("in", f"/{tag}_in", 16)
+        check(status == 409 and b"already registered" in body, "a name in use -> 409")
+        for what, args in (("a key that does not exist", ("x", f"/{tag}_nope", 16)),
+                           ("a range past the object's end", ("x", f"/{tag}_in", 8192)),
+                           ("a key that is a path", ("x", "/tmp/passwd", 16))):
+            status, _, body = register(*args)
+            check(status == 400 and b"error" in body, f"{what} -> 400 ({body[:80]!r})")
+        check(request(p, "GET", "/v2/systemsharedmemory/region/x/status")[0] == 404,
+              "status of an unknown region -> 404")
+        check(request(p, "POST", "/v2/systemsharedmemory/region/in/register", "{")[0] == 400,
+              "a malformed register body -> 400")
+
+        def shm_infer(in_offset, in_size=16, out_size=16, extra_output=None):
+            body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4],
+                                "parameters": {"shared_memory_region": "in",
+                                               "shared_memory_offset": in_offset,
+                                               "shared_memory_byte_size": in_size}}],
+                    "outputs": [extra_output or
+                                {"name": "y", "parameters": {"shared_memory_region": "out",
+                                                             "shared_memory_byte_size": out_size}}]}
+            status, _, data = request(p, "POST", "/v2/models/tiny/infer", json.dumps(body))
+            return status, json.loads(data) if data else None
+
+        status, res = shm_infer(16)
+        check(status == 200 and "data" not in res["outputs"][0] and
+              res["outputs"][0]["shape"] == [1, 4], f"HTTP infer through shared memory {res}")
+        check(struct.unpack("<4f", out.buf[64:80]) == (21, 41, 61, 81),
+              "the output is written into the region at its offset")
+        status, res = shm_infer(0, extra_output={"name": "y"})
+        check(status == 200 and res["outputs"][0]["data"] == [3, 5, 7, 9],
+              "an input from shared memory, the output in JSON")
+        for what, args, code in (("an input size that does not match", (0, 12), 400),
+                                 ("an input range past the region", (56, 16), 400),
+                                 ("an output range smaller than the output", (0, 16, 8), 400)):
+            status, res = shm_infer(*args)
+            check(status == code and "error" in res, f"{what} -> {code} ({res})")
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4],
+                            "parameters": {"shared_memory_region": "in"}}]}
+        status, _, data = request(p, "POST", "/v2/models/tiny/infer", json.dumps(body))
+        check(status == 400 and b"shared_memory_byte_size" in data,
+              "a region without a byte size -> 400")
+        body["inputs"][0]["parameters"] = {"shared_memory_region": "gone",
+                                           "shared_memory_byte_size": 16}
+        del body["inputs"][0]["data"]
+        check(request(p, "POST", "/v2/models/tiny/infer", json.dumps(body))[0] == 404,
+              "an unknown region -> 404")
+
+        stubs = grpc_stubs(srv, source)
+        if stubs is None:
+            print("  skip gRPC shared memory: python3-grpcio is not installed")
+        else:
+            grpc, pb, rpc = stubs
+            rpc("SystemSharedMemoryRegister",
+                pb.SystemSharedMemoryRegisterRequest(name="gout", key=f"/{tag}_out", offset=0,
+                                                     byte_size=64),
+                pb.SystemSharedMemoryRegisterResponse)
+            st = rpc("SystemSharedMemoryStatus", pb.SystemSharedMemoryStatusRequest(),
+                     pb.SystemSharedMemoryStatusResponse)
+            check(sorted(st.regions) == ["gout", "in", "out"] and
+                  st.regions["gout"].byte_size == 64, "gRPC register and status")
+            req = pb.ModelInferRequest(model_name="tiny", id="shm")
+            t = req.inputs.add(name="x", datatype="FP32", shape=[1, 4])
+            t.parameters["shared_memory_region"].string_param = "in"
+            t.parameters["shared_memory_byte_size"].int64_param = 16
+            t.parameters["shared_memory_offset"].int64_param = 16
+            o = req.outputs.add(name="y")
+            o.parameters["shared_memory_region"].string_param = "gout"
+            o.parameters["shared_memory_byte_size"].int64_param = 16
+            o.parameters["shared_memory_offset"].int64_param = 32
+            res = rpc("ModelInfer", req, pb.ModelInferResponse)
+            check(res.id == "shm" and list(res.outputs[0].shape) == [1, 4] and
+                  len(res.raw_output_contents) == 0 and
+                  struct.unpack("<4f", out.buf[32:48]) == (21, 41, 61, 81),
+                  "gRPC ModelInfer through shared memory")
+            req.raw_input_contents.append(struct.pack("<4f", 1, 2, 3, 4))
+            try:
+                rpc("ModelInfer", req, pb.ModelInferResponse)
+                check(False, "raw contents for an input in shared memory -> error")
+            except grpc.RpcError as e:
+                check(e.code() == grpc.StatusCode.INVALID_ARGUMENT,
+                      f"raw contents for an input in shared memory -> {e.code()}")
+            rpc("SystemSharedMemoryUnregister", pb.SystemSharedMemoryUnregisterRequest(name="gout"),
+                pb.SystemSharedMemoryUnregisterResponse)
+            try:
+                rpc("SystemSharedMemoryStatus", pb.SystemSharedMemoryStatusRequest(name="gout"),
+                    pb.SystemSharedMemoryStatusResponse)
+                check(False, "status of an unregistered region -> NOT_FOUND")
+            except grpc.RpcError as e:
+                check(e.code() == grpc.StatusCode.NOT_FOUND,
+                      f"status of an unregistered region -> {e.code()}")
+        check(request(p, "POST", "/v2/systemsharedmemory/region/in/unregister")[0] == 200,
+              "unregister one region")
+        check(request(p, "POST", "/v2/systemsharedmemory/unregister")[0] == 200,
+              "unregister every region")
+        check(get_json(p, "/v2/systemsharedmemory/status") == (200, []), "no regions left")
+        check(request(p, "GET", "/v2/health/live")[0] == 200, "still live")
+    finally:
+        for m in (inp, out):
+            m.close()
+            m.unlink()
+
+
 def test_auth_and_env(kestrel, repo):
     print("auth token and KESTREL_* environment")
     env = {"KESTREL_AUTH_TOKEN": "s3cret", "KESTREL_HTTP_PORT": "0", "KESTREL_GRPC_PORT": "0",
@@ -540,6 +688,10 @@ def test_auth_and_env(kestrel, repo):
     check(request(p, "POST", "/v2/repository/models/tiny/load", headers=auth)[0] == 200,
           "explicit load")
     check(request(p, "GET", "/v2/models/tiny/ready", headers=auth)[0] == 200, "reloaded ready")
+    status, _, body = request(p, "POST", "/v2/systemsharedmemory/region/r/register",
+                              json.dumps({"key": "/k", "byte_size": 16}), headers=auth)
+    check(status == 400 and b"--allow-client-shm" in body,
+          "shared memory is refused unless --allow-client-shm")
     check(not any("s3cret" in l for l in srv.log), "token never logged")
     check(any("loaded the cached engine" in l for l in srv.log),
           "second start loads the engine cached by the first")
@@ -672,7 +824,7 @@ def main():
                                 "--metrics-port", "0", "--backend", "cpu", "--max-body-mb", "4",
                                 "--exit-timeout-secs", "30", "--engine-cache-dir", f"{repo}.cache",
                                 "--max-image-pixels", "4000000",
-                                "--http-read-timeout-secs", "2"])
+                                "--http-read-timeout-secs", "2", "--allow-client-shm"])
     try:
         if not srv.wait_ready():
             print("".join(srv.log[-30:]))
@@ -682,6 +834,7 @@ def main():
               f"metrics {srv.metrics})")
         test_http(srv, have_yolo, images)
         test_grpc(srv, args.source)
+        test_shared_memory(srv, args.source)
         if have_yolo:
             test_engine_nms(srv, images)
         test_metrics(srv, have_yolo)

@@ -193,7 +193,10 @@ StatusOr<ColdStartResult> measure_cold_start(ServerProcess& server, Client& clie
   r.ready_s = seconds();
   while (!(last = first_answer()).ok()) {
     // A request the server refuses will not become acceptable by waiting.
-    if (last.code() == StatusCode::kInvalidArgument || last.code() == StatusCode::kUnimplemented) {
+    const StatusCode code = last.code();
+    if (code == StatusCode::kInvalidArgument || code == StatusCode::kUnimplemented ||
+        code == StatusCode::kFailedPrecondition || code == StatusCode::kUnauthenticated ||
+        code == StatusCode::kPermissionDenied) {
       return last.with_context("first request");
     }
     if (!server.running()) return unavailable("the server exited before it answered");

@@ -36,6 +36,8 @@ struct BenchOptions {
   double percentile = -1;
   int max_threads = 16;
   int grpc_channels = 0;
+  std::string shared_memory = "none";
+  int64_t output_shared_memory_size = 0;
   uint64_t seed = 1;
   int64_t timeout_ms = 0;
   std::string csv, json, label;
@@ -210,6 +212,13 @@ Status bench(BenchOptions o) {
   co.keep_bodies = o.accuracy;
   co.timeout_ms = o.timeout_ms;
   co.grpc_channels = o.grpc_channels;
+  if (o.shared_memory != "none" && o.shared_memory != "system")
+    return invalid_argument("--shared-memory must be none or system, not '{}'", o.shared_memory);
+  co.system_shared_memory = o.shared_memory == "system";
+  if (co.system_shared_memory && (o.protocol != "grpc" || !o.images.empty()))
+    return invalid_argument(
+        "--shared-memory system sends tensors over gRPC (-i grpc, no --images)");
+  co.output_shared_memory_size = o.output_shared_memory_size;
   // --accuracy measures like YOLOv5's val.py unless told otherwise: conf 0.001, NMS IoU 0.65.
   const double score = o.score_threshold >= 0 ? o.score_threshold : o.accuracy ? 0.001 : -1;
   const double iou = o.iou_threshold >= 0 ? o.iou_threshold : o.accuracy ? 0.65 : -1;
@@ -395,6 +404,12 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--grpc-channels", o->grpc_channels,
                   "gRPC connections shared by the workers (0: one per worker)")
       ->capture_default_str();
+  cmd->add_option("--shared-memory", o->shared_memory,
+                  "none, or system: tensors through system shared memory (gRPC; the server must "
+                  "allow it)")
+      ->capture_default_str();
+  cmd->add_option("--output-shared-memory-size", o->output_shared_memory_size,
+                  "Bytes per output in shared memory (default: from the model's metadata)");
   cmd->add_option("--seed", o->seed, "Seed of random inputs and Poisson arrivals")
       ->capture_default_str();
   cmd->add_option("--timeout-ms", o->timeout_ms, "Per-request timeout (0: none)");

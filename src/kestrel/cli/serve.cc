@@ -46,6 +46,7 @@ struct ServeOptions {
   int http_threads = 4;
   int http_read_timeout_secs = 60;
   int64_t max_image_pixels = int64_t{64} << 20;
+  bool allow_client_shm = false;
 };
 
 Status serve(const ServeOptions& o) {
@@ -66,6 +67,7 @@ Status serve(const ServeOptions& o) {
     return invalid_argument("--model-control-mode must be none or explicit, got '{}'",
                             o.control_mode);
   server_options.startup_models = o.load_models;
+  server_options.allow_client_shm = o.allow_client_shm;
   server_options.load.backend = o.backend;
   if (o.max_image_pixels < 1) return invalid_argument("--max-image-pixels must be at least 1");
   server_options.load.max_image_pixels = o.max_image_pixels;
@@ -185,6 +187,10 @@ void add_serve_command(CLI::App& app) {
                   "/detect refuses images declaring more pixels (width x height) than this")
       ->envname("KESTREL_MAX_IMAGE_PIXELS")
       ->capture_default_str();
+  cmd->add_flag("--allow-client-shm", o->allow_client_shm,
+                "Let clients register system shared memory for tensors (trusted local clients "
+                "only: they choose what the server maps)")
+      ->envname("KESTREL_ALLOW_CLIENT_SHM");
   cmd->callback([o] { exit_on_error(serve(*o)); });
 }
 

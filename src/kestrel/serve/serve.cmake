@@ -7,7 +7,7 @@ find_package(Boost 1.74 REQUIRED)
 # serve_core imports ONNX files on load, hence onnx next to engine and vision.
 kestrel_layer(serve_core DIR serve/core DEPS engine onnx vision protocol
   SOURCES dynamic_batcher.cc gpu_metrics.cc inference_server.cc instance_placement.cc metrics.cc
-          model_config.cc model_statistics.cc served_model.cc
+          model_config.cc model_statistics.cc served_model.cc shared_memory.cc
   LIBS Threads::Threads Boost::headers ${CMAKE_DL_LIBS})
 # Instance placement counts and names the GPUs through the CUDA backend when the build has it.
 if(KESTREL_WITH_CUDA)

@@ -237,6 +237,7 @@ inference::ServerMetadataResponse InferenceServer::metadata() const {
        {"classification", "model_repository", "model_repository(unload_dependents)", "statistics",
         "binary_tensor_data", "kestrel_detect"})
     m.add_extensions(ext);
+  if (shared_memory_.enabled()) m.add_extensions("system_shared_memory");
   return m;
 }
 

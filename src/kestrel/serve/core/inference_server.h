@@ -25,6 +25,7 @@
 #include "kestrel/protocol/grpc_service.pb.h"
 #include "kestrel/serve/core/gpu_metrics.h"
 #include "kestrel/serve/core/served_model.h"
+#include "kestrel/serve/core/shared_memory.h"
 
 namespace kestrel::serve {
 
@@ -36,6 +37,8 @@ struct ServerOptions {
   ControlMode control_mode = ControlMode::kNone;
   std::vector<std::string> startup_models;  // kExplicit: loaded at start ("*": all)
   LoadOptions load;
+  // The system shared-memory extension (shared_memory.h); off by default, as in tritonserver.
+  bool allow_client_shm = false;
 };
 
 // Model names are directory names: [A-Za-z0-9_.-], 1..200 characters, not "." or "..".
@@ -77,13 +80,17 @@ class InferenceServer {
   // Prometheus text (metrics.h).
   std::string metrics_text() const;
 
+  // Registered shared-memory regions (disabled unless options.allow_client_shm).
+  SharedMemoryManager& shared_memory() { return shared_memory_; }
+
  private:
   struct Slot {
     std::map<int64_t, std::shared_ptr<ServedModel>> versions;
     std::string state = "UNAVAILABLE";  // READY, LOADING, UNAVAILABLE, UNLOADING
     std::string reason;
   };
-  explicit InferenceServer(ServerOptions options) : options_(std::move(options)) {}
+  explicit InferenceServer(ServerOptions options)
+      : options_(std::move(options)), shared_memory_(options_.allow_client_shm) {}
   // Names of the models the repository (and model_files) holds.
   std::vector<std::string> list_models() const;
   Status load_locked(const std::string& name);
@@ -98,6 +105,7 @@ class InferenceServer {
   std::map<std::string, Slot> models_;
   // GPU utilization and memory for the metrics; null without an NVIDIA driver.
   std::unique_ptr<GpuMonitor> gpus_ = GpuMonitor::open();
+  SharedMemoryManager shared_memory_;
 };
 
 }  // namespace kestrel::serve

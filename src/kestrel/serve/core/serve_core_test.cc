@@ -1,7 +1,9 @@
 // serve_core: configuration parsing, instance placement, the dynamic batcher's behaviour (batch
 // choice, batching, delays, queue policy, priorities, cancellation), statistics, metrics, and the
 // model lifecycle on a tiny model (with GPU placement where this machine has GPUs).
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,6 +21,7 @@
 #include "kestrel/serve/core/instance_placement.h"
 #include "kestrel/serve/core/metrics.h"
 #include "kestrel/serve/core/model_config.h"
+#include "kestrel/serve/core/shared_memory.h"
 
 namespace kestrel::serve {
 namespace {
@@ -878,6 +881,137 @@ TEST_F(RepositoryTest, ExplicitModeLoadsUnloadsAndKeepsOldVersionOnFailedReload)
   auto index = s.index(false);
   ASSERT_EQ(index.models_size(), 1);
   EXPECT_EQ(index.models(0).state(), "UNAVAILABLE");
+}
+
+// ---- system shared memory ----
+
+// A POSIX shared-memory object of `bytes` bytes holding 0, 1, 2, ... as floats; unlinked on exit.
+class ShmObject {
+ public:
+  explicit ShmObject(size_t bytes)
+      : key_("/kestrel_test_" + std::to_string(getpid()) + "_" + std::to_string(next_++)) {
+    int fd = shm_open(key_.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+    EXPECT_GE(fd, 0);
+    EXPECT_EQ(ftruncate(fd, static_cast<off_t>(bytes)), 0);
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    EXPECT_NE(p, MAP_FAILED);
+    data_ = static_cast<float*>(p);
+    bytes_ = bytes;
+    for (size_t i = 0; i < bytes / sizeof(float); ++i) data_[i] = static_cast<float>(i);
+  }
+  ~ShmObject() {
+    munmap(data_, bytes_);
+    shm_unlink(key_.c_str());
+  }
+  const std::string& key() const { return key_; }
+  float* data() { return data_; }
+
+ private:
+  static inline int next_ = 0;
+  std::string key_;
+  float* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+TEST(SharedMemoryTest, OffUnlessEnabled) {
+  SharedMemoryManager shm(false);
+  ShmObject object(4096);
+  Status s = shm.register_region({"r", object.key(), 0, 4096});
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("--allow-client-shm"), std::string::npos) << s;
+}
+
+TEST(SharedMemoryTest, RegisterStatusAndUnregister) {
+  SharedMemoryManager shm(true);
+  ShmObject object(8192);
+  ASSERT_TRUE(shm.register_region({"b", object.key(), 4096, 1024}).ok());
+  ASSERT_TRUE(shm.register_region({"a", object.key(), 0, 8192}).ok());
+  EXPECT_EQ(shm.register_region({"a", object.key(), 0, 16}).code(), StatusCode::kAlreadyExists);
+  auto all = shm.status("");
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].name, "a");
+  EXPECT_EQ((*all)[1].offset, 4096u);
+  EXPECT_EQ((*all)[1].byte_size, 1024u);
+  EXPECT_EQ(shm.status("nope").status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(shm.unregister("nope").ok());  // nothing to do
+  ASSERT_TRUE(shm.unregister("a").ok());
+  EXPECT_EQ(shm.status("a").status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(shm.unregister("").ok());
+  EXPECT_TRUE(shm.status("")->empty());
+}
+
+TEST(SharedMemoryTest, RegisterRefusesBadKeysAndRanges) {
+  SharedMemoryManager shm(true);
+  ShmObject object(4096);
+  EXPECT_EQ(shm.register_region({"r", "/kestrel_no_such_object", 0, 16}).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(shm.register_region({"r", "relative", 0, 16}).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(shm.register_region({"r", "/a/b", 0, 16}).code(), StatusCode::kInvalidArgument);
+  Status past_end = shm.register_region({"r", object.key(), 4000, 100});
+  EXPECT_EQ(past_end.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(past_end.message().find("holds 4096 bytes"), std::string::npos) << past_end;
+  EXPECT_EQ(shm.register_region({"r", object.key(), 0, 0}).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(shm.register_region({"", object.key(), 0, 16}).code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(shm.status("")->empty());
+}
+
+TEST(SharedMemoryTest, InputsAreReadInPlaceAndOutputsWritten) {
+  SharedMemoryManager shm(true);
+  ShmObject object(3 * 4096);
+  // The region starts inside the second page, so its mapping starts at a page boundary before it.
+  ASSERT_TRUE(shm.register_region({"r", object.key(), 4096 + 256, 4096}).ok());
+  float* region = object.data() + (4096 + 256) / 4;
+  // 64-byte aligned: a view of the mapping, so the client's later writes are visible in it.
+  auto in = shm.input({"r", 64, 16}, DType::kFloat32, Shape({1, 4}), "x");
+  ASSERT_TRUE(in.ok()) << in.status();
+  EXPECT_EQ(in->data<float>()[0], region[16]);
+  region[16] = -7.0f;
+  EXPECT_EQ(in->data<float>()[0], -7.0f);
+  // Not aligned: copied, so later writes are not.
+  auto unaligned = shm.input({"r", 4, 16}, DType::kFloat32, Shape({1, 4}), "x");
+  ASSERT_TRUE(unaligned.ok()) << unaligned.status();
+  EXPECT_EQ(unaligned->data<float>()[3], region[4]);
+  const float before = region[1];
+  region[1] = -9.0f;
+  EXPECT_EQ(unaligned->data<float>()[0], before);
+  // Sizes must match, ranges must lie inside the region, regions must exist.
+  EXPECT_EQ(shm.input({"r", 0, 12}, DType::kFloat32, Shape({1, 4}), "x").status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(shm.input({"r", 4090, 16}, DType::kFloat32, Shape({1, 4}), "x").status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(shm.input({"q", 0, 16}, DType::kFloat32, Shape({1, 4}), "x").status().code(),
+            StatusCode::kNotFound);
+
+  Tensor out = Tensor::from_vector<float>(Shape({1, 3}), {-1.5f, 2.5f, 7.0f});
+  ASSERT_TRUE(shm.write_output({"r", 128, 64}, out, "y").ok());
+  EXPECT_EQ(region[32], -1.5f);
+  EXPECT_EQ(region[34], 7.0f);
+  EXPECT_EQ(region[35], 35.0f + (4096 + 256) / 4);  // untouched past the tensor
+  Status small = shm.write_output({"r", 0, 8}, out, "y");
+  EXPECT_EQ(small.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(small.message().find("more than its shared_memory_byte_size 8"), std::string::npos);
+
+  // An input view keeps the mapping alive after the region is unregistered.
+  ASSERT_TRUE(shm.unregister("r").ok());
+  EXPECT_EQ(in->data<float>()[1], region[17]);
+}
+
+TEST(SharedMemoryTest, ParametersMakeWholeReferencesOnly) {
+  EXPECT_FALSE(shared_memory_ref({}, "input 'x'")->has_value());
+  auto ref = shared_memory_ref({"r", 16, std::nullopt}, "input 'x'");
+  ASSERT_TRUE(ref.ok() && ref->has_value());
+  EXPECT_EQ((*ref)->offset, 0u);
+  EXPECT_EQ((*ref)->byte_size, 16u);
+  EXPECT_EQ(shared_memory_ref({"r", std::nullopt, 0}, "input 'x'").status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(shared_memory_ref({std::nullopt, 16, 0}, "input 'x'").status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(shared_memory_ref({"r", -1, 0}, "input 'x'").status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(shared_memory_ref({std::nullopt, std::nullopt, 4}, "input 'x'").status().code(),
+            StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -5,6 +5,8 @@
 
 #include <cstring>
 #include <future>
+#include <map>
+#include <optional>
 #include <thread>
 
 #include "kestrel/base/logging.h"
@@ -65,8 +67,45 @@ Status fill_typed(const inference::InferTensorContents& c, Tensor& t, const std:
   });
 }
 
-StatusOr<InferRequest> from_proto(const inference::ModelInferRequest& req) {
-  InferRequest r;
+using ProtoParameters = google::protobuf::Map<std::string, inference::InferParameter>;
+
+// The shared-memory reference in a tensor's parameters, if any.
+StatusOr<std::optional<SharedMemoryRef>> shared_memory_param(const ProtoParameters& params,
+                                                             std::string_view what) {
+  SharedMemoryParams p;
+  if (auto it = params.find("shared_memory_region"); it != params.end()) {
+    if (!it->second.has_string_param())
+      return invalid_argument("{}: shared_memory_region must be a string parameter", what);
+    p.region = it->second.string_param();
+  }
+  auto integer = [&](const char* key, std::optional<int64_t>* out) -> Status {
+    auto it = params.find(key);
+    if (it == params.end()) return Status();
+    if (it->second.has_int64_param()) {
+      *out = it->second.int64_param();
+    } else if (it->second.has_uint64_param() &&
+               it->second.uint64_param() <= static_cast<uint64_t>(INT64_MAX)) {
+      *out = static_cast<int64_t>(it->second.uint64_param());
+    } else {
+      return invalid_argument("{}: {} must be an integer parameter", what, key);
+    }
+    return Status();
+  };
+  KS_RETURN_IF_ERROR(integer("shared_memory_byte_size", &p.byte_size));
+  KS_RETURN_IF_ERROR(integer("shared_memory_offset", &p.offset));
+  return shared_memory_ref(p, what);
+}
+
+// A decoded request, and where its outputs go that the client wants in shared memory.
+struct DecodedRequest {
+  InferRequest request;
+  std::map<std::string, SharedMemoryRef> shm_outputs;
+};
+
+StatusOr<DecodedRequest> from_proto(const inference::ModelInferRequest& req,
+                                    const SharedMemoryManager& shm) {
+  DecodedRequest decoded;
+  InferRequest& r = decoded.request;
   r.model_name = req.model_name();
   r.model_version = req.model_version();
   r.id = req.id();
@@ -77,10 +116,9 @@ StatusOr<InferRequest> from_proto(const inference::ModelInferRequest& req) {
       r.timeout_us =
           p.has_uint64_param() ? p.uint64_param() : static_cast<uint64_t>(p.int64_param());
   }
-  const bool raw = req.raw_input_contents_size() > 0;
-  if (raw && req.raw_input_contents_size() != req.inputs_size())
-    return invalid_argument("{} raw_input_contents for {} inputs", req.raw_input_contents_size(),
-                            req.inputs_size());
+  // raw_input_contents hold the inputs that are not in shared memory, in order.
+  const int raw_count = req.raw_input_contents_size();
+  int raw_used = 0;
   for (int i = 0; i < req.inputs_size(); ++i) {
     const auto& in = req.inputs(i);
     DType dtype = protocol::dtype_from_kserve(in.datatype());
@@ -92,9 +130,22 @@ StatusOr<InferRequest> from_proto(const inference::ModelInferRequest& req) {
       return invalid_argument("input '{}': shape {} is too large", in.name(),
                               Shape(shape).to_string());
     size_t bytes = static_cast<size_t>(count) * dtype_size(dtype);
+    const std::string what = fmt::format("input '{}'", in.name());
+    KS_ASSIGN_OR_RETURN(std::optional<SharedMemoryRef> ref,
+                        shared_memory_param(in.parameters(), what));
+    if (ref) {
+      if (in.has_contents())
+        return invalid_argument("{} is in shared memory and has contents too", what);
+      KS_ASSIGN_OR_RETURN(Tensor t, shm.input(*ref, dtype, Shape(shape), in.name()));
+      r.inputs.push_back({in.name(), std::move(t)});
+      continue;
+    }
     KS_ASSIGN_OR_RETURN(Tensor t, Tensor::allocate(dtype, Shape(shape)));
-    if (raw) {
-      const std::string& data = req.raw_input_contents(i);
+    if (raw_count > 0) {
+      if (raw_used >= raw_count)
+        return invalid_argument("{} raw_input_contents for more inputs (not in shared memory)",
+                                raw_count);
+      const std::string& data = req.raw_input_contents(raw_used++);
       if (data.size() != bytes)
         return invalid_argument("input '{}': raw content has {} bytes, shape {} of {} needs {}",
                                 in.name(), data.size(), Shape(shape).to_string(), in.datatype(),
@@ -105,21 +156,44 @@ StatusOr<InferRequest> from_proto(const inference::ModelInferRequest& req) {
     }
     r.inputs.push_back({in.name(), std::move(t)});
   }
-  for (const auto& out : req.outputs()) r.outputs.push_back(out.name());
-  return r;
+  if (raw_used != raw_count)
+    return invalid_argument("{} raw_input_contents for {} inputs not in shared memory", raw_count,
+                            raw_used);
+  for (const auto& out : req.outputs()) {
+    r.outputs.push_back(out.name());
+    KS_ASSIGN_OR_RETURN(std::optional<SharedMemoryRef> ref,
+                        shared_memory_param(out.parameters(), "output '" + out.name() + "'"));
+    if (ref) decoded.shm_outputs[out.name()] = std::move(*ref);
+  }
+  return decoded;
 }
 
-void to_proto(const InferResponse& r, inference::ModelInferResponse* out) {
+// Writes the response; outputs the client asked for in shared memory are copied there and get
+// an empty raw entry (trailing empty entries are dropped).
+Status to_proto(const InferResponse& r, const std::map<std::string, SharedMemoryRef>& shm_outputs,
+                const SharedMemoryManager& shm, inference::ModelInferResponse* out) {
   out->set_model_name(r.model_name);
   out->set_model_version(r.model_version);
   out->set_id(r.id);
+  int raw_entries = 0;
   for (const NamedTensor& t : r.outputs) {
     auto* o = out->add_outputs();
     o->set_name(t.name);
     o->set_datatype(std::string(protocol::kserve_datatype(t.tensor.dtype())));
     for (int64_t d : t.tensor.shape()) o->add_shape(d);
-    out->add_raw_output_contents(static_cast<const char*>(t.tensor.raw_data()), t.tensor.nbytes());
+    auto ref = shm_outputs.find(t.name);
+    if (ref != shm_outputs.end()) {
+      KS_RETURN_IF_ERROR(shm.write_output(ref->second, t.tensor, t.name));
+      out->add_raw_output_contents();
+    } else {
+      out->add_raw_output_contents(static_cast<const char*>(t.tensor.raw_data()),
+                                   t.tensor.nbytes());
+      raw_entries = out->raw_output_contents_size();
+    }
   }
+  while (out->raw_output_contents_size() > raw_entries)
+    out->mutable_raw_output_contents()->RemoveLast();
+  return Status();
 }
 
 }  // namespace
@@ -198,13 +272,42 @@ class InferenceService final : public inference::GRPCInferenceService::Service {
     return to_grpc(server_.unload(req->model_name()));
   }
 
+  grpc::Status SystemSharedMemoryStatus(grpc::ServerContext* ctx,
+                                        const inference::SystemSharedMemoryStatusRequest* req,
+                                        inference::SystemSharedMemoryStatusResponse* res) override {
+    if (!authorized(ctx)) return unauthenticated();
+    auto regions = server_.shared_memory().status(req->name());
+    if (!regions.ok()) return to_grpc(regions.status());
+    for (const SharedMemoryRegion& region : *regions) {
+      auto& s = (*res->mutable_regions())[region.name];
+      s.set_name(region.name);
+      s.set_key(region.key);
+      s.set_offset(region.offset);
+      s.set_byte_size(region.byte_size);
+    }
+    return grpc::Status::OK;
+  }
+  grpc::Status SystemSharedMemoryRegister(grpc::ServerContext* ctx,
+                                          const inference::SystemSharedMemoryRegisterRequest* req,
+                                          inference::SystemSharedMemoryRegisterResponse*) override {
+    if (!authorized(ctx)) return unauthenticated();
+    return to_grpc(server_.shared_memory().register_region(
+        {req->name(), req->key(), req->offset(), req->byte_size()}));
+  }
+  grpc::Status SystemSharedMemoryUnregister(
+      grpc::ServerContext* ctx, const inference::SystemSharedMemoryUnregisterRequest* req,
+      inference::SystemSharedMemoryUnregisterResponse*) override {
+    if (!authorized(ctx)) return unauthenticated();
+    return to_grpc(server_.shared_memory().unregister(req->name()));
+  }
+
   grpc::Status ModelInfer(grpc::ServerContext* ctx, const inference::ModelInferRequest* req,
                           inference::ModelInferResponse* res) override {
     if (!authorized(ctx)) return unauthenticated();
-    StatusOr<InferResponse> r = run(ctx, *req);
+    std::map<std::string, SharedMemoryRef> shm_outputs;
+    StatusOr<InferResponse> r = run(ctx, *req, &shm_outputs);
     if (!r.ok()) return to_grpc(r.status());
-    to_proto(*r, res);
-    return grpc::Status::OK;
+    return to_grpc(to_proto(*r, shm_outputs, server_.shared_memory(), res));
   }
 
   grpc::Status ModelStreamInfer(
@@ -215,11 +318,14 @@ class InferenceService final : public inference::GRPCInferenceService::Service {
     inference::ModelInferRequest req;
     while (stream->Read(&req)) {
       inference::ModelStreamInferResponse res;
-      StatusOr<InferResponse> r = run(ctx, req);
-      if (r.ok()) {
-        to_proto(*r, res.mutable_infer_response());
-      } else {
-        res.set_error_message(r.status().to_string());
+      std::map<std::string, SharedMemoryRef> shm_outputs;
+      StatusOr<InferResponse> r = run(ctx, req, &shm_outputs);
+      Status status = r.status();
+      if (r.ok())
+        status = to_proto(*r, shm_outputs, server_.shared_memory(), res.mutable_infer_response());
+      if (!status.ok()) {
+        res.Clear();
+        res.set_error_message(status.to_string());
         res.mutable_infer_response()->set_id(req.id());
         res.mutable_infer_response()->set_model_name(req.model_name());
       }
@@ -241,8 +347,11 @@ class InferenceService final : public inference::GRPCInferenceService::Service {
   }
 
   // Queues the request and waits for it; a cancelled RPC cancels the request.
-  StatusOr<InferResponse> run(grpc::ServerContext* ctx, const inference::ModelInferRequest& req) {
-    KS_ASSIGN_OR_RETURN(InferRequest r, from_proto(req));
+  StatusOr<InferResponse> run(grpc::ServerContext* ctx, const inference::ModelInferRequest& req,
+                              std::map<std::string, SharedMemoryRef>* shm_outputs) {
+    KS_ASSIGN_OR_RETURN(DecodedRequest decoded, from_proto(req, server_.shared_memory()));
+    *shm_outputs = std::move(decoded.shm_outputs);
+    InferRequest r = std::move(decoded.request);
     auto cancel = std::make_shared<CancelToken>();
     r.cancel = cancel;
     auto promise = std::make_shared<std::promise<StatusOr<InferResponse>>>();

@@ -5,10 +5,12 @@
 // ModelMetadata, ModelConfig, ModelStatistics, ModelInfer (typed contents or
 // raw_input_contents; answers with raw_output_contents), ModelStreamInfer (one response per
 // request, in order, errors in error_message), RepositoryIndex, RepositoryModelLoad,
-// RepositoryModelUnload. Status codes are Kestrel's, which are gRPC's (base/status.h), unchanged.
-// Messages up to `max_message_bytes` (256 MB by default: gRPC's default of 4 MB is less than one
-// 640x640 FP32 image). A client that cancels or disconnects while its request is queued frees its
-// slot.
+// RepositoryModelUnload, and the system shared-memory extension's SystemSharedMemoryStatus,
+// SystemSharedMemoryRegister and SystemSharedMemoryUnregister (core/shared_memory.h; inputs and
+// requested outputs name a region in their parameters). Status codes are Kestrel's, which are
+// gRPC's (base/status.h), unchanged. Messages up to `max_message_bytes` (256 MB by default: gRPC's
+// default of 4 MB is less than one 640x640 FP32 image). A client that cancels or disconnects while
+// its request is queued frees its slot.
 //
 // Thread safety: start() and shutdown() from one thread; the RPCs run on gRPC's threads.
 #pragma once

@@ -7,6 +7,8 @@
 #include <charconv>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <optional>
 
 #include "kestrel/base/logging.h"
 #include "kestrel/protocol/datatypes.h"
@@ -167,9 +169,34 @@ struct ParsedInfer {
   InferRequest request;
   std::vector<bool> binary_outputs;  // per requested output, or one entry for "all"
   bool binary_all = false;
+  std::map<std::string, SharedMemoryRef> shm_outputs;  // outputs wanted in shared memory
 };
 
-StatusOr<ParsedInfer> parse_infer(const HttpRequest& req, int max_depth) {
+// The shared-memory reference in a tensor's "parameters" object, if any.
+StatusOr<std::optional<SharedMemoryRef>> json_shared_memory(simdjson::dom::object params,
+                                                            std::string_view what) {
+  SharedMemoryParams p;
+  auto region = params["shared_memory_region"];
+  if (region.error() != simdjson::NO_SUCH_FIELD) {
+    std::string_view v;
+    if (region.get(v)) return invalid_argument("{}: shared_memory_region must be a string", what);
+    p.region = std::string(v);
+  }
+  auto integer = [&](const char* key, std::optional<int64_t>* out) -> Status {
+    auto field = params[key];
+    if (field.error() == simdjson::NO_SUCH_FIELD) return Status();
+    int64_t v = 0;
+    if (field.get(v)) return invalid_argument("{}: {} must be an integer", what, key);
+    *out = v;
+    return Status();
+  };
+  KS_RETURN_IF_ERROR(integer("shared_memory_byte_size", &p.byte_size));
+  KS_RETURN_IF_ERROR(integer("shared_memory_offset", &p.offset));
+  return shared_memory_ref(p, what);
+}
+
+StatusOr<ParsedInfer> parse_infer(const HttpRequest& req, int max_depth,
+                                  const SharedMemoryManager& shm) {
   std::string_view body = req.body();
   std::string_view json = body, binary;
   auto header = req.find(kHeaderLength);
@@ -232,8 +259,19 @@ StatusOr<ParsedInfer> parse_infer(const HttpRequest& req, int max_depth) {
     size_t bytes = static_cast<size_t>(count) * dtype_size(dtype);
     uint64_t binary_size = 0;
     simdjson::dom::object in_params;
-    bool is_binary =
-        !in["parameters"].get(in_params) && !in_params["binary_data_size"].get(binary_size);
+    const bool has_params = !in["parameters"].get(in_params);
+    bool is_binary = has_params && !in_params["binary_data_size"].get(binary_size);
+    if (has_params) {
+      const std::string what = fmt::format("input '{}'", name);
+      KS_ASSIGN_OR_RETURN(std::optional<SharedMemoryRef> ref, json_shared_memory(in_params, what));
+      if (ref) {
+        if (is_binary || in["data"].error() != simdjson::NO_SUCH_FIELD)
+          return invalid_argument("{} is in shared memory and has data too", what);
+        KS_ASSIGN_OR_RETURN(Tensor t, shm.input(*ref, dtype, Shape(shape), name));
+        r.inputs.push_back({std::string(name), std::move(t)});
+        continue;
+      }
+    }
     KS_ASSIGN_OR_RETURN(Tensor t, Tensor::allocate(dtype, Shape(shape)));
     if (is_binary) {
       if (binary_size != bytes)
@@ -270,6 +308,9 @@ StatusOr<ParsedInfer> parse_infer(const HttpRequest& req, int max_depth) {
       if (!out["parameters"].get(op)) {
         bool v = false;
         if (!op["binary_data"].get(v)) b = v;
+        KS_ASSIGN_OR_RETURN(std::optional<SharedMemoryRef> ref,
+                            json_shared_memory(op, fmt::format("output '{}'", name)));
+        if (ref) parsed.shm_outputs[std::string(name)] = std::move(*ref);
       }
       parsed.binary_outputs.push_back(b);
     }
@@ -298,7 +339,8 @@ std::string tensor_json_data(const Tensor& t) {
   return out + "]";
 }
 
-HttpResponse infer_response(const InferResponse& r, const ParsedInfer& parsed) {
+StatusOr<HttpResponse> infer_response(const InferResponse& r, const ParsedInfer& parsed,
+                                      const SharedMemoryManager& shm) {
   std::string json = fmt::format("{{\"model_name\":{},\"model_version\":{}",
                                  json_string(r.model_name), json_string(r.model_version));
   if (!r.id.empty()) json += ",\"id\":" + json_string(r.id);
@@ -316,7 +358,10 @@ HttpResponse infer_response(const InferResponse& r, const ParsedInfer& parsed) {
     json +=
         fmt::format("{}{{\"name\":{},\"datatype\":\"{}\",\"shape\":[{}]", i ? "," : "",
                     json_string(out.name), protocol::kserve_datatype(out.tensor.dtype()), shape);
-    if (as_binary) {
+    if (auto ref = parsed.shm_outputs.find(out.name); ref != parsed.shm_outputs.end()) {
+      KS_RETURN_IF_ERROR(shm.write_output(ref->second, out.tensor, out.name));
+      json += "}";
+    } else if (as_binary) {
       json += fmt::format(",\"parameters\":{{\"binary_data_size\":{}}}}}", out.tensor.nbytes());
       binary.append(reinterpret_cast<const char*>(out.tensor.raw_data()), out.tensor.nbytes());
     } else {
@@ -451,9 +496,62 @@ void HttpApi::handle(HttpRequest&& request, Responder respond,
     }
     return respond(json_error(404, "not found"));
   }
+  if (path[1] == "systemsharedmemory")
+    return shared_memory_endpoint(request, path, std::move(respond));
   if (path[1] == "models")
     return model_endpoint(std::move(request), path, std::move(respond), std::move(cancel));
   respond(json_error(404, "not found"));
+}
+
+void HttpApi::shared_memory_endpoint(const HttpRequest& request,
+                                     const std::vector<std::string>& path, Responder respond) {
+  // v2/systemsharedmemory[/region/{name}]/{status|register|unregister}
+  std::string region;
+  if (path.size() == 5 && path[2] == "region") {
+    region = path[3];
+  } else if (path.size() != 3) {
+    return respond(json_error(404, "not found"));
+  }
+  const std::string& action = path.back();
+  SharedMemoryManager& shm = server_.shared_memory();
+  if (action == "status") {
+    if (request.method() != http::verb::get) return respond(json_error(405, "use GET"));
+    auto regions = shm.status(region);
+    if (!regions.ok()) return respond(status_error(regions.status()));
+    std::string out = "[";
+    for (size_t i = 0; i < regions->size(); ++i) {
+      const SharedMemoryRegion& r = (*regions)[i];
+      out +=
+          fmt::format("{}{{\"name\":{},\"key\":{},\"offset\":{},\"byte_size\":{}}}", i ? "," : "",
+                      json_string(r.name), json_string(r.key), r.offset, r.byte_size);
+    }
+    return respond(json_response(out + "]"));
+  }
+  if (request.method() != http::verb::post) return respond(json_error(405, "use POST"));
+  if (action == "unregister") {
+    Status s = shm.unregister(region);
+    return respond(s.ok() ? json_response("") : status_error(s));
+  }
+  if (action != "register" || region.empty()) return respond(json_error(404, "not found"));
+  simdjson::dom::parser parser;
+  simdjson::padded_string body(request.body());
+  simdjson::dom::object o;
+  if (auto error = parser.parse(body).get(o))
+    return respond(json_error(400, fmt::format("the register request must be a JSON object: {}",
+                                               simdjson::error_message(error))));
+  SharedMemoryRegion r;
+  r.name = region;
+  std::string_view key;
+  if (o["key"].get(key))
+    return respond(json_error(400, "the register request has no 'key' string"));
+  r.key = std::string(key);
+  if (o["byte_size"].get(r.byte_size))
+    return respond(json_error(400, "the register request has no unsigned 'byte_size'"));
+  auto offset = o["offset"];
+  if (offset.error() != simdjson::NO_SUCH_FIELD && offset.get(r.offset))
+    return respond(json_error(400, "the register request's 'offset' must be unsigned"));
+  Status s = shm.register_region(r);
+  respond(s.ok() ? json_response("") : status_error(s));
 }
 
 void HttpApi::model_endpoint(HttpRequest&& request, const std::vector<std::string>& path,
@@ -509,14 +607,17 @@ void HttpApi::model_endpoint(HttpRequest&& request, const std::vector<std::strin
 
 void HttpApi::infer(HttpRequest&& request, std::shared_ptr<ServedModel> model, Responder respond,
                     std::shared_ptr<CancelToken> cancel) {
-  StatusOr<ParsedInfer> parsed = parse_infer(request, options_.max_json_depth);
+  StatusOr<ParsedInfer> parsed =
+      parse_infer(request, options_.max_json_depth, server_.shared_memory());
   if (!parsed.ok()) return respond(status_error(parsed.status()));
   auto shared = std::make_shared<ParsedInfer>(std::move(*parsed));
   InferRequest r = shared->request;  // tensors share storage
   r.cancel = std::move(cancel);
-  model->infer(std::move(r), [shared, respond](StatusOr<InferResponse> result) {
+  model->infer(std::move(r), [this, shared, respond](StatusOr<InferResponse> result) {
     if (!result.ok()) return respond(status_error(result.status()));
-    respond(infer_response(*result, *shared));
+    StatusOr<HttpResponse> res = infer_response(*result, *shared, server_.shared_memory());
+    if (!res.ok()) return respond(status_error(res.status()));
+    respond(std::move(*res));
   });
 }
 

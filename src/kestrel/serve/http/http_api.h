@@ -4,8 +4,11 @@
 // .../ready, .../config, .../stats, GET /v2/models/stats; POST .../infer (JSON tensors, and the
 // binary tensor extension with Inference-Header-Content-Length), POST .../detect (Kestrel: a raw
 // JPEG/PNG body or multipart/form-data with several images -> detections JSON), POST
-// /v2/repository/index, POST /v2/repository/models/{m}/load|unload. handle_metrics() serves
-// GET /metrics (Prometheus text) for the metrics port.
+// /v2/repository/index, POST /v2/repository/models/{m}/load|unload, and the system shared-memory
+// extension (core/shared_memory.h): GET /v2/systemsharedmemory[/region/{r}]/status, POST
+// /v2/systemsharedmemory/region/{r}/register ({"key", "offset", "byte_size"}), POST
+// /v2/systemsharedmemory[/region/{r}]/unregister. handle_metrics() serves GET /metrics
+// (Prometheus text) for the metrics port.
 //
 // Errors are Triton's {"error": "..."} with the HTTP status of the Status code (base/status.h's
 // http_status(), the one mapping). With an auth token every endpoint except /v2/health/* requires
@@ -37,6 +40,8 @@ class HttpApi {
   void handle_metrics(HttpRequest&& request, Responder respond);
 
  private:
+  void shared_memory_endpoint(const HttpRequest& request, const std::vector<std::string>& path,
+                              Responder respond);
   void model_endpoint(HttpRequest&& request, const std::vector<std::string>& path,
                       Responder respond, std::shared_ptr<CancelToken> cancel);
   void infer(HttpRequest&& request, std::shared_ptr<ServedModel> model, Responder respond,
