@@ -3,10 +3,12 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <optional>
 #include <set>
 #include <tuple>
 
+#include "kestrel/base/logging.h"
 #include "kestrel/engine/backends.h"
 #include "kestrel/engine/node_runner.h"
 #include "kestrel/ir/op_schema.h"
@@ -397,6 +399,11 @@ StatusOr<Engine::MemoryReport> Engine::memory_report(
 
 StatusOr<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<ir::Graph> graph,
                                                  const EngineOptions& options) {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point start = Clock::now();
+  auto ms_since = [](Clock::time_point t) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+  };
   auto engine = std::unique_ptr<Engine>(new Engine());
   KS_RETURN_IF_ERROR(graph->sort_topologically());
   std::unique_ptr<ir::NodeEvaluator> evaluator = make_cpu_evaluator();
@@ -405,7 +412,9 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<ir::Graph> grap
   ir::InferenceOptions inference;
   inference.evaluator = evaluator.get();
   KS_ASSIGN_OR_RETURN(ir::InferredTypes types, ir::infer_types(*graph, inference));
+  const double checked_ms = ms_since(start);
   KS_ASSIGN_OR_RETURN(engine->backends_, create_backends(options));
+  const double backends_ms = ms_since(start);
   engine->tuning_.merge(options.tuning);
 
   for (const ir::Value* v : graph->values()) {
@@ -472,6 +481,10 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<ir::Graph> grap
         }
         return !s.deferred && s.backend == engine->backends_[0].get();
       });
+  log::debug(
+      "engine created in {:.1f} ms: graph verified and typed at {:.1f} ms, backends up at "
+      "{:.1f} ms, then {} kernels bound and their constants placed",
+      ms_since(start), checked_ms, backends_ms, engine->steps_.size());
   return engine;
 }
 
