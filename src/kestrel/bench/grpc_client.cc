@@ -257,8 +257,8 @@ class GrpcClient : public Client {
       for (const InputTensor& t : s.inputs) input_bytes += align64(t.data.size());
     if (options_.system_shared_memory) {
       input_shm_.reset();  // a second prepare(): its object goes before the new one takes the key
-      KS_ASSIGN_OR_RETURN(
-          input_shm_, ShmBuffer::create("/" + shm_name("in"), std::max<size_t>(input_bytes, 64)));
+      KS_ASSIGN_OR_RETURN(input_shm_, ShmBuffer::create(shm_key(shm_name("in")),
+                                                        std::max<size_t>(input_bytes, 64)));
       KS_RETURN_IF_ERROR(register_region(shm_name("in"), *input_shm_));
     }
     size_t offset = 0;
@@ -314,9 +314,9 @@ class GrpcClient : public Client {
       // Outputs are written concurrently: each connection has its own region for them.
       size_t bytes = 0;
       for (const auto& [name, size] : output_sizes_) bytes += align64(static_cast<size_t>(size));
-      const std::string region = shm_name("out" + std::to_string(index));
+      const std::string region = shm_name(fmt::format("out{}", index));
       KS_ASSIGN_OR_RETURN(auto buffer,
-                          ShmBuffer::create("/" + region, std::max<size_t>(bytes, 64)));
+                          ShmBuffer::create(shm_key(region), std::max<size_t>(bytes, 64)));
       KS_RETURN_IF_ERROR(register_region(region, *buffer));
       output_shm_.push_back(std::move(buffer));
       auto own = std::make_shared<std::vector<inference::ModelInferRequest>>(*requests_);
@@ -340,10 +340,11 @@ class GrpcClient : public Client {
   std::string target_;
   std::unique_ptr<GRPCInferenceService::Stub> control_;
   int control_channel_ = -1;  // channel ids below 0 are the control channel's
-  // A region name unique to this process; its shared-memory key is "/" + the name.
+  // A region name unique to this process, and the key of its shared-memory object.
   static std::string shm_name(const std::string& what) {
-    return "kestrel_bench_" + std::to_string(getpid()) + "_" + what;
+    return fmt::format("kestrel_bench_{}_{}", getpid(), what);
   }
+  static std::string shm_key(const std::string& name) { return fmt::format("/{}", name); }
 
   Status register_region(const std::string& name, const ShmBuffer& buffer) {
     grpc::ClientContext context;

@@ -2,7 +2,12 @@
 #include "kestrel/serve/core/dynamic_batcher.h"
 
 #include <algorithm>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <cstring>
+#include <latch>
+#include <span>
+#include <thread>
 
 #include "kestrel/base/logging.h"
 
@@ -14,6 +19,46 @@ using Clock = std::chrono::steady_clock;
 uint64_t elapsed_ns(Clock::time_point from, Clock::time_point to) {
   return static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(to - from).count());
+}
+
+// Threads that share the copying of large batches: one thread copies about 10 GB/s, so a
+// batch of 32 FP16 640x640 images (79 MB) took 6-8 ms on its instance thread alone.
+size_t gather_pool_threads() { return std::clamp(std::thread::hardware_concurrency() / 2, 1u, 8u); }
+
+boost::asio::thread_pool& gather_pool() {
+  static auto* pool = new boost::asio::thread_pool(gather_pool_threads());
+  return *pool;
+}
+
+// Copies `sources` one after another into `dst`. Batches of several MB are split into equal
+// byte ranges copied on the gather pool while this thread copies the first.
+void gather(std::span<const std::span<const std::byte>> sources, std::byte* dst) {
+  size_t total = 0;
+  for (const auto& s : sources) total += s.size();
+  constexpr size_t kMinChunk = size_t{2} << 20;
+  const size_t threads = 1 + gather_pool_threads();
+  const size_t chunks = std::clamp<size_t>(total / kMinChunk, 1, threads);
+  // Copies bytes [begin, end) of the concatenation.
+  auto copy_range = [&](size_t begin, size_t end) {
+    size_t at = 0;
+    for (const auto& s : sources) {
+      const size_t lo = std::max(begin, at), hi = std::min(end, at + s.size());
+      if (lo < hi) std::memcpy(dst + lo, s.data() + (lo - at), hi - lo);
+      at += s.size();
+      if (at >= end) break;
+    }
+  };
+  if (chunks == 1) return copy_range(0, total);
+  const size_t step = (total + chunks - 1) / chunks;
+  std::latch done(static_cast<std::ptrdiff_t>(chunks - 1));
+  for (size_t c = 1; c < chunks; ++c) {
+    boost::asio::post(gather_pool(), [&, c] {
+      copy_range(c * step, std::min(total, (c + 1) * step));
+      done.count_down();
+    });
+  }
+  copy_range(0, step);
+  done.wait();
 }
 
 // Concatenates the jobs' tensors of one input along axis 0, into memory from `allocate` when
@@ -28,11 +73,9 @@ StatusOr<Tensor> concat_rows(const std::vector<const Tensor*>& parts, int64_t to
   if (out.dtype() != first.dtype() || out.shape() != Shape(dims) || !out.is_cpu())
     return internal_error("the input allocator gave {} for host {}{}", out.debug_string(0),
                           first.dtype(), Shape(dims).to_string());
-  auto* dst = static_cast<std::byte*>(out.raw_data());
-  for (const Tensor* part : parts) {
-    std::memcpy(dst, part->raw_data(), part->nbytes());
-    dst += part->nbytes();
-  }
+  std::vector<std::span<const std::byte>> sources;
+  for (const Tensor* part : parts) sources.push_back(part->bytes());
+  gather(sources, static_cast<std::byte*>(out.raw_data()));
   return out;
 }
 

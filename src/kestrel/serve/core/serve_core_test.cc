@@ -427,6 +427,42 @@ TEST(DynamicBatcherTest, InputsAreGatheredIntoTheAllocatorsMemory) {
   EXPECT_EQ(refused.status().code(), StatusCode::kInternal) << refused.status();
 }
 
+// Batches of several MB are gathered by several threads in byte ranges that cross the requests'
+// boundaries; every byte must still land in its row.
+TEST(DynamicBatcherTest, LargeBatchesAreGatheredExactly) {
+  FakeModel model;
+  BatcherOptions o;
+  constexpr int64_t kRows = 300001;  // 4.8 MB per request, not a multiple of any chunk
+  o.max_batch_size = 4 * kRows;
+  o.dynamic_batching = true;
+  o.max_queue_delay_us = 5000000;
+  o.preferred_batch_sizes = {3 * static_cast<int>(kRows)};
+  InputAllocator allocate = [](DType dtype, const Shape& shape, int) {
+    return Tensor::allocate(dtype, shape);
+  };
+  auto b = DynamicBatcher::create(o, {"y"}, model.executor(), nullptr, nullptr, allocate);
+  ASSERT_TRUE(b.ok());
+  std::vector<std::future<StatusOr<InferResponse>>> futures;
+  for (int r = 0; r < 3; ++r) {
+    InferRequest req;
+    std::vector<float> v(static_cast<size_t>(kRows * 4));
+    for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>((r * 7 + i * 13) % 1000003);
+    req.inputs.push_back({"x", Tensor::from_vector<float>(Shape{kRows, 4}, v)});
+    futures.push_back(submit(**b, std::move(req)));
+  }
+  for (int r = 0; r < 3; ++r) {
+    StatusOr<InferResponse> res = futures[static_cast<size_t>(r)].get();
+    ASSERT_TRUE(res.ok()) << res.status();
+    const Tensor& y = res->outputs[0].tensor;
+    ASSERT_EQ(y.shape(), (Shape{kRows, 4}));
+    size_t wrong = 0;
+    for (size_t i = 0; i < static_cast<size_t>(kRows * 4); ++i)
+      wrong += y.data<float>()[i] != 2.0f * static_cast<float>((r * 7 + i * 13) % 1000003);
+    EXPECT_EQ(wrong, 0u) << "request " << r;
+  }
+  EXPECT_EQ(model.batches, (std::vector<int64_t>{3 * kRows}));
+}
+
 TEST(DynamicBatcherTest, PreferredBatchSizeRunsWithoutWaiting) {
   FakeModel model;
   BatcherOptions o;
