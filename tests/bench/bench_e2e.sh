@@ -148,7 +148,7 @@ else
 fi
 free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }
 if "$KESTREL" serve --help > /dev/null 2>&1; then
-  echo "== against kestrel serve: tensors through system shared memory (gRPC, tiny model)"
+  echo "== against kestrel serve: tensors through system shared memory (gRPC and HTTP, tiny model)"
   TH=$(free_port); TG=$(free_port); TM=$(free_port)
   TINY=("$KESTREL" serve --model "$HERE/../server/data/tiny.onnx" --backend cpu --http-port "$TH"
         --grpc-port "$TG" --metrics-port "$TM" --engine-cache-dir none)
@@ -164,6 +164,11 @@ for p in json.load(open(sys.argv[1]))["points"]:
     s = p["summary"]
     assert s["requests"] > 0 and s["errors"] == 0, s
 PY
+  "$KESTREL" bench -m tiny -u 127.0.0.1:$TH --shared-memory system --concurrency-range 2 -p 500 \
+    -r 3 -s 100 --no-progress -f shm_http.csv --cold-start -- "${TINY[@]}" --allow-client-shm \
+    > shm_http.out 2>&1 || fail "bench --shared-memory system over HTTP: $(tail -20 shm_http.out)"
+  cat shm_http.out
+  [ "$(wc -l < shm_http.csv)" = 2 ] || fail "shared-memory CSV over HTTP"
   ls /dev/shm | grep -q kestrel_bench_ && fail "the bench left shared-memory objects behind"
   "$KESTREL" bench -m tiny -i grpc -u 127.0.0.1:$TG --shared-memory system -p 300 -r 1 \
     --no-progress --cold-start -- "${TINY[@]}" > noshm.out 2>&1 \

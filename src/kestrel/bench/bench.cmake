@@ -3,7 +3,7 @@
 find_package(simdjson REQUIRED)
 kestrel_layer(bench DEPS base protocol
   SOURCES accuracy.cc client.cc cold_start.cc grpc_client.cc http_client.cc inputs.cc
-          kserve_json.cc load.cc report.cc stats.cc
+          kserve_json.cc load.cc report.cc shared_memory.cc stats.cc
   LIBS simdjson::simdjson Threads::Threads)
 
 list(APPEND CLI_DEPS bench)

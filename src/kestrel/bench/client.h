@@ -106,9 +106,9 @@ struct ClientOptions {
   // Extra headers of every request (gRPC: metadata, names lower-cased), e.g.
   // {"Authorization", "Bearer ..."}.
   std::vector<std::pair<std::string, std::string>> headers;
-  // gRPC: tensors travel through system shared memory (the server's system_shared_memory
-  // extension, perf_analyzer's --shared-memory system) instead of in the messages. Inputs are
-  // written once into one region; each connection gets its own region for the outputs.
+  // Tensors travel through system shared memory (the server's system_shared_memory extension,
+  // perf_analyzer's --shared-memory system) instead of in the messages. Inputs are written once
+  // into one region; each connection gets its own region for the outputs.
   bool system_shared_memory = false;
   // Bytes reserved per output in shared memory; 0: computed from the model's metadata, which
   // works when only the batch dimension is variable.

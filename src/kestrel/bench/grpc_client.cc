@@ -1,19 +1,15 @@
 // The gRPC KServe v2 client (inference.GRPCInferenceService, from the protocol layer): blocking
 // calls, one channel (one HTTP/2 connection) per worker, ModelInferRequest messages built once
 // with raw_input_contents, or naming regions of system shared memory (see client.h).
-#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <cctype>
-#include <cerrno>
 #include <chrono>
 #include <condition_variable>
-#include <cstring>
 #include <mutex>
 
 #include "kestrel/bench/client.h"
+#include "kestrel/bench/shared_memory.h"
 #include "kestrel/bench/wire.h"
 #include "kestrel/protocol/grpc_service.grpc.pb.h"
 
@@ -57,53 +53,12 @@ std::shared_ptr<grpc::Channel> open_channel(const std::string& target, int id) {
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
 }
 
-// A POSIX shared-memory object this process created, mapped; unlinked when destroyed.
-class ShmBuffer {
- public:
-  static StatusOr<std::unique_ptr<ShmBuffer>> create(std::string key, size_t bytes) {
-    shm_unlink(key.c_str());  // left over from a run that was killed
-    int fd = shm_open(key.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
-    if (fd < 0) return internal_error("shm_open {}: {}", key, std::strerror(errno));
-    if (ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
-      int e = errno;
-      close(fd);
-      shm_unlink(key.c_str());
-      return internal_error("cannot size shared memory {} to {} bytes: {}", key, bytes,
-                            std::strerror(e));
-    }
-    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    int e = errno;
-    close(fd);
-    if (p == MAP_FAILED) {
-      shm_unlink(key.c_str());
-      return internal_error("cannot map shared memory {}: {}", key, std::strerror(e));
-    }
-    return std::unique_ptr<ShmBuffer>(new ShmBuffer(std::move(key), p, bytes));
-  }
-  ~ShmBuffer() {
-    munmap(data_, bytes_);
-    shm_unlink(key_.c_str());
-  }
-  const std::string& key() const { return key_; }
-  char* data() { return static_cast<char*>(data_); }
-  size_t size() const { return bytes_; }
-
- private:
-  ShmBuffer(std::string key, void* data, size_t bytes)
-      : key_(std::move(key)), data_(data), bytes_(bytes) {}
-  std::string key_;
-  void* data_;
-  size_t bytes_;
-};
-
 void set_shm_parameters(google::protobuf::Map<std::string, inference::InferParameter>* params,
-                        const std::string& region, size_t offset, size_t bytes) {
-  (*params)["shared_memory_region"].set_string_param(region);
-  (*params)["shared_memory_offset"].set_int64_param(static_cast<int64_t>(offset));
-  (*params)["shared_memory_byte_size"].set_int64_param(static_cast<int64_t>(bytes));
+                        const ShmTensorRef& ref) {
+  (*params)["shared_memory_region"].set_string_param(ref.region);
+  (*params)["shared_memory_offset"].set_int64_param(static_cast<int64_t>(ref.offset));
+  (*params)["shared_memory_byte_size"].set_int64_param(static_cast<int64_t>(ref.byte_size));
 }
-
-size_t align64(size_t n) { return (n + 63) / 64 * 64; }
 
 class GrpcConnection : public Connection {
  public:
@@ -252,45 +207,40 @@ class GrpcClient : public Client {
   Status prepare(std::span<const Sample> samples) override {
     if (samples.empty()) return invalid_argument("nothing to send: no samples");
     auto requests = std::make_shared<std::vector<inference::ModelInferRequest>>();
-    size_t input_bytes = 0;
-    for (const Sample& s : samples)
-      for (const InputTensor& t : s.inputs) input_bytes += align64(t.data.size());
-    if (options_.system_shared_memory) {
-      input_shm_.reset();  // a second prepare(): its object goes before the new one takes the key
-      KS_ASSIGN_OR_RETURN(input_shm_, ShmBuffer::create(shm_key(shm_name("in")),
-                                                        std::max<size_t>(input_bytes, 64)));
-      KS_RETURN_IF_ERROR(register_region(shm_name("in"), *input_shm_));
-    }
-    size_t offset = 0;
     for (const Sample& s : samples) {
       if (!s.image.empty()) {
         return unimplemented(
             "KServe v2 gRPC has no /detect: send images over HTTP (-i http), or tensors");
       }
+    }
+    if (options_.system_shared_memory) {
+      input_shm_ = ShmInputs();  // a second prepare(): the old object goes before the new one
+      KS_ASSIGN_OR_RETURN(input_shm_, write_shm_inputs(samples, shm_region_name("in")));
+      KS_RETURN_IF_ERROR(register_region(shm_region_name("in"), *input_shm_.buffer));
+      KS_ASSIGN_OR_RETURN(ModelMetadata metadata, model_metadata());
+      const int64_t batch = samples[0].inputs.empty() || samples[0].inputs[0].shape.empty()
+                                ? 1
+                                : samples[0].inputs[0].shape[0];
+      KS_ASSIGN_OR_RETURN(output_sizes_,
+                          shm_output_sizes(metadata, batch, options_.output_shared_memory_size));
+    }
+    for (size_t k = 0; k < samples.size(); ++k) {
       inference::ModelInferRequest request;
       request.set_model_name(options_.model);
       request.set_model_version(options_.version);
-      for (const InputTensor& t : s.inputs) {
+      for (size_t i = 0; i < samples[k].inputs.size(); ++i) {
+        const InputTensor& t = samples[k].inputs[i];
         auto* input = request.add_inputs();
         input->set_name(t.name);
         input->set_datatype(t.datatype);
         for (int64_t d : t.shape) input->add_shape(d);
-        if (input_shm_) {
-          std::memcpy(input_shm_->data() + offset, t.data.data(), t.data.size());
-          set_shm_parameters(input->mutable_parameters(), shm_name("in"), offset, t.data.size());
-          offset += align64(t.data.size());
+        if (input_shm_.buffer) {
+          set_shm_parameters(input->mutable_parameters(), input_shm_.refs[k][i]);
         } else {
           request.add_raw_input_contents(t.data);
         }
       }
       requests->push_back(std::move(request));
-    }
-    if (options_.system_shared_memory) {
-      KS_ASSIGN_OR_RETURN(ModelMetadata metadata, model_metadata());
-      const int64_t batch = samples[0].inputs.empty() || samples[0].inputs[0].shape.empty()
-                                ? 1
-                                : samples[0].inputs[0].shape[0];
-      KS_ASSIGN_OR_RETURN(output_sizes_, output_sizes(metadata, batch));
     }
     requests_ = std::move(requests);
     return Status();
@@ -312,24 +262,18 @@ class GrpcClient : public Client {
     auto requests = requests_;
     if (options_.system_shared_memory) {
       // Outputs are written concurrently: each connection has its own region for them.
-      size_t bytes = 0;
-      for (const auto& [name, size] : output_sizes_) bytes += align64(static_cast<size_t>(size));
-      const std::string region = shm_name(fmt::format("out{}", index));
-      KS_ASSIGN_OR_RETURN(auto buffer,
-                          ShmBuffer::create(shm_key(region), std::max<size_t>(bytes, 64)));
-      KS_RETURN_IF_ERROR(register_region(region, *buffer));
-      output_shm_.push_back(std::move(buffer));
+      const std::string region = shm_region_name(fmt::format("out{}", index));
+      KS_ASSIGN_OR_RETURN(ShmOutputs outputs, make_shm_outputs(output_sizes_, region));
+      KS_RETURN_IF_ERROR(register_region(region, *outputs.buffer));
       auto own = std::make_shared<std::vector<inference::ModelInferRequest>>(*requests_);
       for (inference::ModelInferRequest& request : *own) {
-        size_t offset = 0;
-        for (const auto& [name, size] : output_sizes_) {
+        for (const auto& [name, ref] : outputs.refs) {
           auto* output = request.add_outputs();
           output->set_name(name);
-          set_shm_parameters(output->mutable_parameters(), region, offset,
-                             static_cast<size_t>(size));
-          offset += align64(static_cast<size_t>(size));
+          set_shm_parameters(output->mutable_parameters(), ref);
         }
       }
+      output_shm_.push_back(std::move(outputs.buffer));
       requests = std::move(own);
     }
     return std::unique_ptr<Connection>(new GrpcConnection(channel, std::move(requests), options_));
@@ -340,12 +284,6 @@ class GrpcClient : public Client {
   std::string target_;
   std::unique_ptr<GRPCInferenceService::Stub> control_;
   int control_channel_ = -1;  // channel ids below 0 are the control channel's
-  // A region name unique to this process, and the key of its shared-memory object.
-  static std::string shm_name(const std::string& what) {
-    return fmt::format("kestrel_bench_{}_{}", getpid(), what);
-  }
-  static std::string shm_key(const std::string& name) { return fmt::format("/{}", name); }
-
   Status register_region(const std::string& name, const ShmBuffer& buffer) {
     grpc::ClientContext context;
     add_headers(context, options_);
@@ -362,31 +300,8 @@ class GrpcClient : public Client {
     return Status();
   }
 
-  // The bytes of each output of a request of `batch` rows.
-  StatusOr<std::vector<std::pair<std::string, int64_t>>> output_sizes(const ModelMetadata& m,
-                                                                      int64_t batch) const {
-    std::vector<std::pair<std::string, int64_t>> sizes;
-    for (const TensorSpec& t : m.outputs) {
-      if (options_.output_shared_memory_size > 0) {
-        sizes.emplace_back(t.name, options_.output_shared_memory_size);
-        continue;
-      }
-      int64_t bytes = datatype_size(t.datatype);
-      for (size_t d = 0; d < t.shape.size(); ++d) {
-        int64_t dim = t.shape[d] < 0 && d == 0 ? batch : t.shape[d];
-        if (dim < 0 || bytes == 0)
-          return invalid_argument(
-              "output '{}' ({}) has no fixed size: give --output-shared-memory-size", t.name,
-              t.datatype);
-        bytes *= dim;
-      }
-      sizes.emplace_back(t.name, bytes);
-    }
-    return sizes;
-  }
-
   std::shared_ptr<const std::vector<inference::ModelInferRequest>> requests_;
-  std::unique_ptr<ShmBuffer> input_shm_;
+  ShmInputs input_shm_;
   std::vector<std::unique_ptr<ShmBuffer>> output_shm_;  // one per connection
   std::vector<std::pair<std::string, int64_t>> output_sizes_;
   std::vector<std::string> registered_;

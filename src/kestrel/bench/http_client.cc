@@ -7,9 +7,11 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
+#include <mutex>
 
 #include "kestrel/bench/client.h"
 #include "kestrel/bench/kserve_json.h"
+#include "kestrel/bench/shared_memory.h"
 #include "kestrel/bench/wire.h"
 
 namespace kestrel::bench {
@@ -193,16 +195,19 @@ class HttpClient : public Client {
     return parse_model_stats(response.body(), options_.model);
   }
 
+  ~HttpClient() override {
+    // The server maps the regions; unregister them before the objects go away.
+    for (const std::string& region : registered_) {
+      (void)post(fmt::format("/v2/systemsharedmemory/region/{}/unregister", region), "");
+    }
+  }
+
   Status prepare(std::span<const Sample> samples) override {
     if (samples.empty()) return invalid_argument("nothing to send: no samples");
+    if (options_.system_shared_memory) return prepare_shared_memory(samples);
     auto requests = std::make_shared<std::vector<Request>>();
     for (const Sample& s : samples) {
-      Request req;
-      req.method(http::verb::post);
-      req.version(11);
-      req.set(http::field::host, target_.to_string());
-      req.keep_alive(true);
-      for (const auto& [name, value] : options_.headers) req.set(name, value);
+      Request req = new_request();
       if (!s.image.empty()) {
         req.target(model_path_ + "/detect" +
                    (options_.detect_query.empty() ? "" : "?" + options_.detect_query));
@@ -230,10 +235,90 @@ class HttpClient : public Client {
 
   StatusOr<std::unique_ptr<Connection>> connect() override {
     if (!requests_) return failed_precondition("connect() before prepare()");
-    return std::unique_ptr<Connection>(new HttpConnection(options_, target_, requests_));
+    if (!options_.system_shared_memory) {
+      return std::unique_ptr<Connection>(new HttpConnection(options_, target_, requests_));
+    }
+    // Outputs are written concurrently: each connection has its own region for them.
+    std::lock_guard lock(mu_);
+    const std::string region = shm_region_name(fmt::format("out{}", next_connection_++));
+    KS_ASSIGN_OR_RETURN(ShmOutputs outputs, make_shm_outputs(output_sizes_, region));
+    KS_RETURN_IF_ERROR(register_region(region, *outputs.buffer));
+    auto requests = std::make_shared<std::vector<Request>>();
+    for (size_t k = 0; k < shm_samples_.size(); ++k) {
+      Request req = new_request();
+      req.target(model_path_ + "/infer");
+      req.set(http::field::content_type, "application/json");
+      req.body() = shm_infer_request_json(shm_samples_[k], input_shm_.refs[k], outputs.refs);
+      req.prepare_payload();
+      requests->push_back(std::move(req));
+    }
+    output_shm_.push_back(std::move(outputs.buffer));
+    return std::unique_ptr<Connection>(new HttpConnection(options_, target_, std::move(requests)));
   }
 
  private:
+  Request new_request() const {
+    Request req;
+    req.method(http::verb::post);
+    req.version(11);
+    req.set(http::field::host, target_.to_string());
+    req.keep_alive(true);
+    for (const auto& [name, value] : options_.headers) req.set(name, value);
+    return req;
+  }
+
+  // Inputs written once into a registered region; the requests, which name each connection's
+  // output region, are built by connect().
+  Status prepare_shared_memory(std::span<const Sample> samples) {
+    for (const Sample& s : samples) {
+      if (!s.image.empty())
+        return invalid_argument("--shared-memory system sends tensors, not images");
+    }
+    input_shm_ = ShmInputs();  // a second prepare(): the old object goes before the new one
+    KS_ASSIGN_OR_RETURN(input_shm_, write_shm_inputs(samples, shm_region_name("in")));
+    KS_RETURN_IF_ERROR(register_region(shm_region_name("in"), *input_shm_.buffer));
+    KS_ASSIGN_OR_RETURN(ModelMetadata metadata, model_metadata());
+    const int64_t batch = samples[0].inputs.empty() || samples[0].inputs[0].shape.empty()
+                              ? 1
+                              : samples[0].inputs[0].shape[0];
+    KS_ASSIGN_OR_RETURN(output_sizes_,
+                        shm_output_sizes(metadata, batch, options_.output_shared_memory_size));
+    shm_samples_.clear();
+    for (const Sample& s : samples) {
+      Sample& copy = shm_samples_.emplace_back();
+      for (const InputTensor& t : s.inputs)
+        copy.inputs.push_back({t.name, t.datatype, t.shape, ""});
+    }
+    requests_ = std::make_shared<std::vector<Request>>();  // prepared: connect() builds them
+    return Status();
+  }
+
+  Status register_region(const std::string& region, const ShmBuffer& buffer) {
+    const std::string body = fmt::format("{{\"key\":{},\"offset\":0,\"byte_size\":{}}}",
+                                         json_quote(buffer.key()), buffer.size());
+    KS_ASSIGN_OR_RETURN(
+        auto response,
+        post(fmt::format("/v2/systemsharedmemory/region/{}/register", region), body));
+    KS_RETURN_IF_ERROR(check_answer(response).with_context(
+        "registering shared memory (does the server allow it?)"));
+    registered_.push_back(region);
+    return Status();
+  }
+
+  StatusOr<http::response<http::string_body>> post(const std::string& path, std::string body) {
+    Request req(http::verb::post, path, 11);
+    req.set(http::field::host, target_.to_string());
+    req.set(http::field::content_type, "application/json");
+    req.keep_alive(false);
+    for (const auto& [name, value] : options_.headers) req.set(name, value);
+    req.body() = std::move(body);
+    req.prepare_payload();
+    Socket socket(target_, options_.timeout_ms > 0 ? options_.timeout_ms : 30000);
+    http::response<http::string_body> response;
+    KS_RETURN_IF_ERROR(socket.exchange(req, response, nullptr));
+    return response;
+  }
+
   StatusOr<http::response<http::string_body>> get(const std::string& path) {
     Request req(http::verb::get, path, 11);
     req.set(http::field::host, target_.to_string());
@@ -249,6 +334,14 @@ class HttpClient : public Client {
   HostPort target_;
   std::string model_path_;
   std::shared_ptr<const std::vector<Request>> requests_;
+  // --shared-memory system
+  ShmInputs input_shm_;
+  std::vector<Sample> shm_samples_;  // the samples' tensor names, types and shapes, no data
+  std::vector<std::pair<std::string, int64_t>> output_sizes_;
+  std::vector<std::unique_ptr<ShmBuffer>> output_shm_;  // one per connection
+  std::vector<std::string> registered_;
+  std::mutex mu_;
+  int next_connection_ = 0;
 };
 
 }  // namespace

@@ -217,4 +217,30 @@ StatusOr<std::string> infer_request_json(const Sample& sample, bool binary) {
   return out;
 }
 
+namespace {
+std::string shm_parameters(const ShmTensorRef& ref) {
+  return fmt::format(
+      "\"parameters\":{{\"shared_memory_region\":{},\"shared_memory_offset\":{},"
+      "\"shared_memory_byte_size\":{}}}",
+      json_quote(ref.region), ref.offset, ref.byte_size);
+}
+}  // namespace
+
+std::string shm_infer_request_json(const Sample& sample, std::span<const ShmTensorRef> inputs,
+                                   std::span<const std::pair<std::string, ShmTensorRef>> outputs) {
+  std::string out = "{\"inputs\":[";
+  for (size_t i = 0; i < sample.inputs.size() && i < inputs.size(); ++i) {
+    const InputTensor& t = sample.inputs[i];
+    out += fmt::format("{}{{\"name\":{},\"datatype\":{},\"shape\":[{}],{}}}", i ? "," : "",
+                       json_quote(t.name), json_quote(t.datatype), fmt::join(t.shape, ","),
+                       shm_parameters(inputs[i]));
+  }
+  out += "],\"outputs\":[";
+  for (size_t k = 0; k < outputs.size(); ++k) {
+    out += fmt::format("{}{{\"name\":{},{}}}", k ? "," : "", json_quote(outputs[k].first),
+                       shm_parameters(outputs[k].second));
+  }
+  return out + "]}";
+}
+
 }  // namespace kestrel::bench

@@ -8,6 +8,7 @@
 
 #include "kestrel/base/status.h"
 #include "kestrel/bench/client.h"
+#include "kestrel/bench/shared_memory.h"
 
 namespace kestrel::bench {
 
@@ -28,5 +29,10 @@ std::string error_message_of(std::string_view body);
 // input's bytes (binary_data_size) to follow the header; otherwise it holds the numbers ("data").
 // Outputs are requested in binary form either way, so the answer is cheap to read.
 StatusOr<std::string> infer_request_json(const Sample& sample, bool binary);
+
+// The JSON of an inference request whose inputs (`inputs[i]` for sample.inputs[i]) and requested
+// outputs live in system shared memory: the body holds no tensor data.
+std::string shm_infer_request_json(const Sample& sample, std::span<const ShmTensorRef> inputs,
+                                   std::span<const std::pair<std::string, ShmTensorRef>> outputs);
 
 }  // namespace kestrel::bench

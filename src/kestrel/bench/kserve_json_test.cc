@@ -70,6 +70,41 @@ TEST(KserveJson, InferRequestHeaders) {
   EXPECT_EQ(json_quote("a\"b\\c\n"), R"("a\"b\\c\n")");
 }
 
+TEST(KserveJson, SharedMemoryInferRequest) {
+  Sample s;
+  s.inputs.push_back({"images", "FP16", {1, 3, 2, 2}, ""});
+  std::vector<ShmTensorRef> inputs = {{"in", 128, 24}};
+  std::vector<std::pair<std::string, ShmTensorRef>> outputs = {{"dets", {"out0", 0, 7200}},
+                                                               {"count", {"out0", 7232, 4}}};
+  EXPECT_EQ(shm_infer_request_json(s, inputs, outputs),
+            R"({"inputs":[{"name":"images","datatype":"FP16","shape":[1,3,2,2],)"
+            R"("parameters":{"shared_memory_region":"in","shared_memory_offset":128,)"
+            R"("shared_memory_byte_size":24}}],"outputs":[{"name":"dets","parameters":)"
+            R"({"shared_memory_region":"out0","shared_memory_offset":0,)"
+            R"("shared_memory_byte_size":7200}},{"name":"count","parameters":)"
+            R"({"shared_memory_region":"out0","shared_memory_offset":7232,)"
+            R"("shared_memory_byte_size":4}}]})");
+}
+
+TEST(SharedMemory, OutputSizesFromMetadataOrFixed) {
+  ModelMetadata m;
+  m.outputs.push_back({"y", "FP16", {-1, 25200, 85}});
+  auto sizes = shm_output_sizes(m, 4, 0);
+  ASSERT_TRUE(sizes.ok()) << sizes.status();
+  EXPECT_EQ((*sizes)[0].second, int64_t{4} * 25200 * 85 * 2);
+  EXPECT_EQ((*shm_output_sizes(m, 4, 1000))[0].second, 1000);
+  m.outputs.push_back({"z", "FP32", {-1, -1}});
+  EXPECT_EQ(shm_output_sizes(m, 1, 0).status().code(), StatusCode::kInvalidArgument);
+  // Every range starts 64-byte aligned, and the object holds them all.
+  auto outputs =
+      make_shm_outputs(std::vector<std::pair<std::string, int64_t>>{{"a", 10}, {"b", 70}},
+                       shm_region_name("test_out"));
+  ASSERT_TRUE(outputs.ok()) << outputs.status();
+  EXPECT_EQ(outputs->refs[1].second.offset, 64u);
+  EXPECT_GE(outputs->buffer->size(), 134u);
+  EXPECT_EQ(outputs->buffer->key(), shm_key(shm_region_name("test_out")));
+}
+
 TEST(Wire, ParsesAddresses) {
   EXPECT_EQ(parse_host_port("localhost:8000", 1)->to_string(), "localhost:8000");
   EXPECT_EQ(parse_host_port("http://10.0.0.1:9000/v2", 1)->to_string(), "10.0.0.1:9000");

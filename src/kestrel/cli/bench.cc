@@ -215,9 +215,8 @@ Status bench(BenchOptions o) {
   if (o.shared_memory != "none" && o.shared_memory != "system")
     return invalid_argument("--shared-memory must be none or system, not '{}'", o.shared_memory);
   co.system_shared_memory = o.shared_memory == "system";
-  if (co.system_shared_memory && (o.protocol != "grpc" || !o.images.empty()))
-    return invalid_argument(
-        "--shared-memory system sends tensors over gRPC (-i grpc, no --images)");
+  if (co.system_shared_memory && !o.images.empty())
+    return invalid_argument("--shared-memory system sends tensors, not --images");
   co.output_shared_memory_size = o.output_shared_memory_size;
   // --accuracy measures like YOLOv5's val.py unless told otherwise: conf 0.001, NMS IoU 0.65.
   const double score = o.score_threshold >= 0 ? o.score_threshold : o.accuracy ? 0.001 : -1;
@@ -404,9 +403,9 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--grpc-channels", o->grpc_channels,
                   "gRPC connections shared by the workers (0: one per worker)")
       ->capture_default_str();
-  cmd->add_option("--shared-memory", o->shared_memory,
-                  "none, or system: tensors through system shared memory (gRPC; the server must "
-                  "allow it)")
+  cmd->add_option(
+         "--shared-memory", o->shared_memory,
+         "none, or system: tensors through system shared memory (the server must allow it)")
       ->capture_default_str();
   cmd->add_option("--output-shared-memory-size", o->output_shared_memory_size,
                   "Bytes per output in shared memory (default: from the model's metadata)");
