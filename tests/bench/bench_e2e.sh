@@ -175,6 +175,18 @@ PY
     && fail "bench --shared-memory against a server that does not allow it succeeded"
   grep -q "allow-client-shm" noshm.out || fail "no hint to --allow-client-shm: $(tail -5 noshm.out)"
   ls /dev/shm | grep -q kestrel_bench_ && fail "a failed shared-memory run left objects behind"
+  echo "== a bench stopped with SIGTERM stops the server it started"
+  XH=$(free_port); XG=$(free_port); XM=$(free_port)
+  "$KESTREL" bench -m tiny -i grpc -u 127.0.0.1:$XG -p 20000 -r 3 --no-progress --cold-start -- \
+    "$KESTREL" serve --model "$HERE/../server/data/tiny.onnx" --backend cpu --http-port "$XH" \
+    --grpc-port "$XG" --metrics-port "$XM" --engine-cache-dir none > killed.out 2>&1 &
+  BPID=$!
+  for _ in $(seq 200); do grep -q "cold start:" killed.out && break; sleep 0.1; done
+  grep -q "cold start:" killed.out || fail "the bench to be stopped did not start: $(tail -5 killed.out)"
+  pgrep -f -- "^[^ ]*kestrel serve .*--http-port $XH " > /dev/null || fail "pgrep does not see the server to be stopped"
+  kill -TERM $BPID; wait $BPID
+  for _ in $(seq 100); do pgrep -f -- "^[^ ]*kestrel serve .*--http-port $XH " > /dev/null || break; sleep 0.1; done
+  pgrep -f -- "^[^ ]*kestrel serve .*--http-port $XH " > /dev/null && fail "a bench stopped with SIGTERM left its server"
 fi
 MODEL="${KESTREL_SHARED:-}/models/yolov5n.onnx"
 if [ $ACCURACY = 1 ] && [ -f "$MODEL" ] && "$KESTREL" serve --help > /dev/null 2>&1; then

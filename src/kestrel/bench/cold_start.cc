@@ -102,6 +102,21 @@ int64_t process_tree_peak_rss(pid_t pid) {
   return total;
 }
 
+namespace {
+
+// The process group of the server being measured, for the signal handler: a bench that is
+// interrupted or killed with SIGTERM stops its server first instead of leaving it running.
+std::atomic<pid_t> g_server_group{0};
+
+void stop_server_and_die(int sig) {
+  const pid_t group = g_server_group.load();
+  if (group > 0) kill(-group, SIGTERM);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+}  // namespace
+
 ServerProcess::ServerProcess(pid_t pid, Clock::time_point started) : pid_(pid), started_(started) {
   sampler_ = std::thread([this] { sample_loop(); });
 }
@@ -123,6 +138,11 @@ StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::start(
     _exit(127);
   }
   setpgid(pid, pid);
+  g_server_group = pid;
+  struct sigaction action {};
+  action.sa_handler = stop_server_and_die;
+  sigemptyset(&action.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &action, nullptr);
   return std::unique_ptr<ServerProcess>(new ServerProcess(pid, started));
 }
 
@@ -158,6 +178,7 @@ void ServerProcess::sample_loop() {
 }
 
 void ServerProcess::stop(int grace_ms) {
+  if (g_server_group == pid_) g_server_group = 0;
   if (!reaped_) {
     kill(-pid_, SIGTERM);
     const auto deadline = Clock::now() + std::chrono::milliseconds(grace_ms);

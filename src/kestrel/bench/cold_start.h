@@ -26,7 +26,9 @@ namespace kestrel::bench {
 // A child process and a thread that samples its memory until it is stopped.
 class ServerProcess {
  public:
-  // Starts `command` (argv[0] looked up in PATH). UNAVAILABLE when it cannot be started.
+  // Starts `command` (argv[0] looked up in PATH) in its own process group. UNAVAILABLE when it
+  // cannot be started. From then on SIGINT, SIGTERM and SIGHUP stop the server before they end
+  // the bench, so an interrupted bench leaves no server behind.
   static StatusOr<std::unique_ptr<ServerProcess>> start(const std::vector<std::string>& command);
   ~ServerProcess();
 
