@@ -175,6 +175,14 @@ PY
     && fail "bench --shared-memory against a server that does not allow it succeeded"
   grep -q "allow-client-shm" noshm.out || fail "no hint to --allow-client-shm: $(tail -5 noshm.out)"
   ls /dev/shm | grep -q kestrel_bench_ && fail "a failed shared-memory run left objects behind"
+  if [ ! -e /dev/nvidiactl ]; then
+    echo "== --shared-memory cuda without a GPU: a clear error"
+    "$KESTREL" bench -m tiny -i grpc -u 127.0.0.1:$TG --shared-memory cuda -p 300 -r 1 \
+      --no-progress --cold-start -- "${TINY[@]}" --allow-client-shm > nogpu.out 2>&1 \
+      && fail "bench --shared-memory cuda without a GPU succeeded"
+    grep -qi "CUDA" nogpu.out || fail "no word of CUDA in the error: $(tail -5 nogpu.out)"
+    tail -2 nogpu.out
+  fi
   echo "== a bench stopped with SIGTERM stops the server it started"
   XH=$(free_port); XG=$(free_port); XM=$(free_port)
   "$KESTREL" bench -m tiny -i grpc -u 127.0.0.1:$XG -p 20000 -r 3 --no-progress --cold-start -- \

@@ -11,6 +11,7 @@ and configuration through KESTREL_* variables, a clean SIGTERM under load, and i
 Usage: server_e2e_test.py --kestrel build/kestrel --source /work/main
 """
 import argparse
+import base64
 import concurrent.futures
 import http.client
 import json
@@ -652,6 +653,7 @@ def test_shared_memory(srv, source):
             except grpc.RpcError as e:
                 check(e.code() == grpc.StatusCode.NOT_FOUND,
                       f"status of an unregistered region -> {e.code()}")
+        test_cuda_shared_memory_requests(srv, source)
         check(request(p, "POST", "/v2/systemsharedmemory/region/in/unregister")[0] == 200,
               "unregister one region")
         check(request(p, "POST", "/v2/systemsharedmemory/unregister")[0] == 200,
@@ -662,6 +664,63 @@ def test_shared_memory(srv, source):
         for m in (inp, out):
             m.close()
             m.unlink()
+
+
+def test_cuda_shared_memory_requests(srv, source):
+    """The CUDA shared-memory endpoints: every malformed request is refused with its reason, and
+    a handle that cannot be opened (no GPU here, or 64 bytes no process exported) is too. Reading
+    and writing real GPU memory is checked by the GPU tests, which can export it."""
+    print("  CUDA shared memory requests")
+    p = srv.http
+    check(get_json(p, "/v2/cudasharedmemory/status") == (200, []), "no CUDA regions at first")
+    has_gpu = os.path.exists("/dev/nvidiactl")
+    if not has_gpu:
+        check("cuda_shared_memory" not in get_json(p, "/v2")[1]["extensions"],
+              "no cuda_shared_memory extension without a GPU")
+
+    def register(name, body):
+        return request(p, "POST", f"/v2/cudasharedmemory/region/{name}/register",
+                       body if isinstance(body, str) else json.dumps(body))
+
+    handle = base64.b64encode(bytes(range(64))).decode()
+    good = {"raw_handle": {"b64": handle}, "device_id": 0, "byte_size": 64}
+    for what, body in (("no raw_handle", {"device_id": 0, "byte_size": 64}),
+                       ("raw_handle not base64", dict(good, raw_handle={"b64": "not*base64"})),
+                       ("a handle of 3 bytes", dict(good, raw_handle={"b64": "AAAA"})),
+                       ("no device_id", {"raw_handle": {"b64": handle}, "byte_size": 64}),
+                       ("a negative byte_size", dict(good, byte_size=-1)),
+                       ("byte_size 0", dict(good, byte_size=0)),
+                       ("not JSON", "{"),
+                       ("a handle nobody exported", good)):
+        status, _, body = register("cin", body)
+        check(status == 400 and b"error" in body, f"CUDA register with {what} -> 400 ({body[:90]!r})")
+    status, _, body = register("in", good)
+    check(status == 409 and b"already registered" in body,
+          "a CUDA region cannot take a system region's name -> 409")
+    check(request(p, "GET", "/v2/cudasharedmemory/region/in/status")[0] == 404,
+          "a system region is not a CUDA region -> 404")
+    check(request(p, "POST", "/v2/cudasharedmemory/unregister")[0] == 200,
+          "unregister every CUDA region")
+    check(request(p, "GET", "/v2/systemsharedmemory/region/in/status")[0] == 200,
+          "the system regions stay")
+    stubs = grpc_stubs(srv, source)
+    if stubs is None:
+        return
+    grpc, pb, rpc = stubs
+    st = rpc("CudaSharedMemoryStatus", pb.CudaSharedMemoryStatusRequest(),
+             pb.CudaSharedMemoryStatusResponse)
+    check(len(st.regions) == 0, "gRPC CUDA status: no regions")
+    try:
+        rpc("CudaSharedMemoryRegister",
+            pb.CudaSharedMemoryRegisterRequest(name="gc", raw_handle=bytes(64), device_id=0,
+                                               byte_size=64),
+            pb.CudaSharedMemoryRegisterResponse)
+        check(False, "gRPC CUDA register of a handle nobody exported -> error")
+    except grpc.RpcError as e:
+        want = grpc.StatusCode.INVALID_ARGUMENT if has_gpu else grpc.StatusCode.FAILED_PRECONDITION
+        check(e.code() == want, f"gRPC CUDA register of a handle nobody exported -> {e.code()}")
+    rpc("CudaSharedMemoryUnregister", pb.CudaSharedMemoryUnregisterRequest(name="gc"),
+        pb.CudaSharedMemoryUnregisterResponse)
 
 
 def test_auth_and_env(kestrel, repo):

@@ -106,10 +106,13 @@ struct ClientOptions {
   // Extra headers of every request (gRPC: metadata, names lower-cased), e.g.
   // {"Authorization", "Bearer ..."}.
   std::vector<std::pair<std::string, std::string>> headers;
-  // Tensors travel through system shared memory (the server's system_shared_memory extension,
-  // perf_analyzer's --shared-memory system) instead of in the messages. Inputs are written once
-  // into one region; each connection gets its own region for the outputs.
-  bool system_shared_memory = false;
+  // Tensors travel through shared memory instead of in the messages: system shared memory (the
+  // server's system_shared_memory extension, perf_analyzer's --shared-memory system) or GPU memory
+  // on GPU `shared_memory_device` (cuda_shared_memory, --shared-memory cuda). Inputs are written
+  // once into one region; each connection gets its own region for the outputs.
+  enum class SharedMemory { kNone, kSystem, kCuda };
+  SharedMemory shared_memory = SharedMemory::kNone;
+  int shared_memory_device = 0;
   // Bytes reserved per output in shared memory; 0: computed from the model's metadata, which
   // works when only the batch dimension is variable.
   int64_t output_shared_memory_size = 0;

@@ -121,14 +121,21 @@ class GrpcClient : public Client {
 
   ~GrpcClient() override {
     // The server maps the regions; unregister them before the objects go away.
-    for (const std::string& region : registered_) {
+    for (const auto& [region, cuda] : registered_) {
       grpc::ClientContext context;
       add_headers(context, options_);
       context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-      inference::SystemSharedMemoryUnregisterRequest request;
-      request.set_name(region);
-      inference::SystemSharedMemoryUnregisterResponse response;
-      control_->SystemSharedMemoryUnregister(&context, request, &response);
+      if (cuda) {
+        inference::CudaSharedMemoryUnregisterRequest request;
+        request.set_name(region);
+        inference::CudaSharedMemoryUnregisterResponse response;
+        control_->CudaSharedMemoryUnregister(&context, request, &response);
+      } else {
+        inference::SystemSharedMemoryUnregisterRequest request;
+        request.set_name(region);
+        inference::SystemSharedMemoryUnregisterResponse response;
+        control_->SystemSharedMemoryUnregister(&context, request, &response);
+      }
     }
   }
 
@@ -213,9 +220,10 @@ class GrpcClient : public Client {
             "KServe v2 gRPC has no /detect: send images over HTTP (-i http), or tensors");
       }
     }
-    if (options_.system_shared_memory) {
+    if (options_.shared_memory != ClientOptions::SharedMemory::kNone) {
       input_shm_ = ShmInputs();  // a second prepare(): the old object goes before the new one
-      KS_ASSIGN_OR_RETURN(input_shm_, write_shm_inputs(samples, shm_region_name("in")));
+      KS_ASSIGN_OR_RETURN(input_shm_,
+                          write_shm_inputs(samples, shm_region_name("in"), shm_place(options_)));
       KS_RETURN_IF_ERROR(register_region(shm_region_name("in"), *input_shm_.buffer));
       KS_ASSIGN_OR_RETURN(ModelMetadata metadata, model_metadata());
       const int64_t batch = samples[0].inputs.empty() || samples[0].inputs[0].shape.empty()
@@ -260,10 +268,11 @@ class GrpcClient : public Client {
       channel = channels_[static_cast<size_t>(index % options_.grpc_channels)];
     }
     auto requests = requests_;
-    if (options_.system_shared_memory) {
+    if (options_.shared_memory != ClientOptions::SharedMemory::kNone) {
       // Outputs are written concurrently: each connection has its own region for them.
       const std::string region = shm_region_name(fmt::format("out{}", index));
-      KS_ASSIGN_OR_RETURN(ShmOutputs outputs, make_shm_outputs(output_sizes_, region));
+      KS_ASSIGN_OR_RETURN(ShmOutputs outputs,
+                          make_shm_outputs(output_sizes_, region, shm_place(options_)));
       KS_RETURN_IF_ERROR(register_region(region, *outputs.buffer));
       auto own = std::make_shared<std::vector<inference::ModelInferRequest>>(*requests_);
       for (inference::ModelInferRequest& request : *own) {
@@ -288,15 +297,27 @@ class GrpcClient : public Client {
     grpc::ClientContext context;
     add_headers(context, options_);
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    inference::SystemSharedMemoryRegisterRequest request;
-    request.set_name(name);
-    request.set_key(buffer.key());
-    request.set_offset(0);
-    request.set_byte_size(buffer.size());
-    inference::SystemSharedMemoryRegisterResponse response;
-    KS_RETURN_IF_ERROR(from_grpc(control_->SystemSharedMemoryRegister(&context, request, &response))
-                           .with_context("registering shared memory (does the server allow it?)"));
-    registered_.push_back(name);
+    grpc::Status status;
+    if (buffer.cuda()) {
+      inference::CudaSharedMemoryRegisterRequest request;
+      request.set_name(name);
+      request.set_raw_handle(buffer.raw_handle());
+      request.set_device_id(buffer.device());
+      request.set_byte_size(buffer.size());
+      inference::CudaSharedMemoryRegisterResponse response;
+      status = control_->CudaSharedMemoryRegister(&context, request, &response);
+    } else {
+      inference::SystemSharedMemoryRegisterRequest request;
+      request.set_name(name);
+      request.set_key(buffer.key());
+      request.set_offset(0);
+      request.set_byte_size(buffer.size());
+      inference::SystemSharedMemoryRegisterResponse response;
+      status = control_->SystemSharedMemoryRegister(&context, request, &response);
+    }
+    KS_RETURN_IF_ERROR(
+        from_grpc(status).with_context("registering shared memory (does the server allow it?)"));
+    registered_.push_back({name, buffer.cuda()});
     return Status();
   }
 
@@ -304,7 +325,7 @@ class GrpcClient : public Client {
   ShmInputs input_shm_;
   std::vector<std::unique_ptr<ShmBuffer>> output_shm_;  // one per connection
   std::vector<std::pair<std::string, int64_t>> output_sizes_;
-  std::vector<std::string> registered_;
+  std::vector<std::pair<std::string, bool>> registered_;  // region, whether in GPU memory
   std::mutex mu_;
   int next_channel_ = 0;
   std::vector<std::shared_ptr<grpc::Channel>> channels_;  // when shared (grpc_channels > 0)

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <mutex>
 
+#include "kestrel/base/base64.h"
 #include "kestrel/bench/client.h"
 #include "kestrel/bench/kserve_json.h"
 #include "kestrel/bench/shared_memory.h"
@@ -197,14 +198,17 @@ class HttpClient : public Client {
 
   ~HttpClient() override {
     // The server maps the regions; unregister them before the objects go away.
-    for (const std::string& region : registered_) {
-      (void)post(fmt::format("/v2/systemsharedmemory/region/{}/unregister", region), "");
+    for (const auto& [region, cuda] : registered_) {
+      (void)post(
+          fmt::format("/v2/{}sharedmemory/region/{}/unregister", cuda ? "cuda" : "system", region),
+          "");
     }
   }
 
   Status prepare(std::span<const Sample> samples) override {
     if (samples.empty()) return invalid_argument("nothing to send: no samples");
-    if (options_.system_shared_memory) return prepare_shared_memory(samples);
+    if (options_.shared_memory != ClientOptions::SharedMemory::kNone)
+      return prepare_shared_memory(samples);
     auto requests = std::make_shared<std::vector<Request>>();
     for (const Sample& s : samples) {
       Request req = new_request();
@@ -235,13 +239,14 @@ class HttpClient : public Client {
 
   StatusOr<std::unique_ptr<Connection>> connect() override {
     if (!requests_) return failed_precondition("connect() before prepare()");
-    if (!options_.system_shared_memory) {
+    if (options_.shared_memory == ClientOptions::SharedMemory::kNone) {
       return std::unique_ptr<Connection>(new HttpConnection(options_, target_, requests_));
     }
     // Outputs are written concurrently: each connection has its own region for them.
     std::lock_guard lock(mu_);
     const std::string region = shm_region_name(fmt::format("out{}", next_connection_++));
-    KS_ASSIGN_OR_RETURN(ShmOutputs outputs, make_shm_outputs(output_sizes_, region));
+    KS_ASSIGN_OR_RETURN(ShmOutputs outputs,
+                        make_shm_outputs(output_sizes_, region, shm_place(options_)));
     KS_RETURN_IF_ERROR(register_region(region, *outputs.buffer));
     auto requests = std::make_shared<std::vector<Request>>();
     for (size_t k = 0; k < shm_samples_.size(); ++k) {
@@ -275,7 +280,8 @@ class HttpClient : public Client {
         return invalid_argument("--shared-memory system sends tensors, not images");
     }
     input_shm_ = ShmInputs();  // a second prepare(): the old object goes before the new one
-    KS_ASSIGN_OR_RETURN(input_shm_, write_shm_inputs(samples, shm_region_name("in")));
+    KS_ASSIGN_OR_RETURN(input_shm_,
+                        write_shm_inputs(samples, shm_region_name("in"), shm_place(options_)));
     KS_RETURN_IF_ERROR(register_region(shm_region_name("in"), *input_shm_.buffer));
     KS_ASSIGN_OR_RETURN(ModelMetadata metadata, model_metadata());
     const int64_t batch = samples[0].inputs.empty() || samples[0].inputs[0].shape.empty()
@@ -294,14 +300,18 @@ class HttpClient : public Client {
   }
 
   Status register_region(const std::string& region, const ShmBuffer& buffer) {
-    const std::string body = fmt::format("{{\"key\":{},\"offset\":0,\"byte_size\":{}}}",
-                                         json_quote(buffer.key()), buffer.size());
-    KS_ASSIGN_OR_RETURN(
-        auto response,
-        post(fmt::format("/v2/systemsharedmemory/region/{}/register", region), body));
+    const std::string body =
+        buffer.cuda()
+            ? fmt::format("{{\"raw_handle\":{{\"b64\":\"{}\"}},\"device_id\":{},\"byte_size\":{}}}",
+                          base64_encode(buffer.raw_handle()), buffer.device(), buffer.size())
+            : fmt::format("{{\"key\":{},\"offset\":0,\"byte_size\":{}}}", json_quote(buffer.key()),
+                          buffer.size());
+    KS_ASSIGN_OR_RETURN(auto response, post(fmt::format("/v2/{}sharedmemory/region/{}/register",
+                                                        buffer.cuda() ? "cuda" : "system", region),
+                                            body));
     KS_RETURN_IF_ERROR(check_answer(response).with_context(
         "registering shared memory (does the server allow it?)"));
-    registered_.push_back(region);
+    registered_.push_back({region, buffer.cuda()});
     return Status();
   }
 
@@ -338,8 +348,8 @@ class HttpClient : public Client {
   ShmInputs input_shm_;
   std::vector<Sample> shm_samples_;  // the samples' tensor names, types and shapes, no data
   std::vector<std::pair<std::string, int64_t>> output_sizes_;
-  std::vector<std::unique_ptr<ShmBuffer>> output_shm_;  // one per connection
-  std::vector<std::string> registered_;
+  std::vector<std::unique_ptr<ShmBuffer>> output_shm_;    // one per connection
+  std::vector<std::pair<std::string, bool>> registered_;  // region, whether in GPU memory
   std::mutex mu_;
   int next_connection_ = 0;
 };

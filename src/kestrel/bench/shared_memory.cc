@@ -1,4 +1,4 @@
-// Client-side system shared memory (see shared_memory.h).
+// Client-side shared memory (see shared_memory.h).
 #include "kestrel/bench/shared_memory.h"
 
 #include <fcntl.h>
@@ -10,7 +10,79 @@
 #include <cerrno>
 #include <cstring>
 
+#ifdef KESTREL_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
 namespace kestrel::bench {
+
+#ifdef KESTREL_WITH_CUDA
+namespace {
+
+Status cuda_error(cudaError_t e, std::string_view what) {
+  (void)cudaGetLastError();
+  if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver || e == cudaErrorInvalidDevice)
+    return failed_precondition("{}: {}", what, cudaGetErrorString(e));
+  return internal_error("{}: {}", what, cudaGetErrorString(e));
+}
+
+}  // namespace
+#endif
+
+StatusOr<std::unique_ptr<ShmBuffer>> ShmBuffer::create_cuda(size_t bytes, int device) {
+#ifdef KESTREL_WITH_CUDA
+  std::unique_ptr<ShmBuffer> b(new ShmBuffer());
+  b->cuda_ = true;
+  b->device_ = device;
+  b->bytes_ = bytes;
+  int count = 0;
+  if (cudaError_t e = cudaGetDeviceCount(&count); e != cudaSuccess || count == 0) {
+    (void)cudaGetLastError();
+    return failed_precondition("--shared-memory cuda: no GPU is visible to the bench ({})",
+                               e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+  }
+  if (device < 0 || device >= count)
+    return failed_precondition("--shared-memory-device {}: the bench sees {} GPU(s)", device,
+                               count);
+  if (cudaError_t e = cudaSetDevice(device); e != cudaSuccess)
+    return cuda_error(e, fmt::format("GPU {} for CUDA shared memory", device));
+  if (cudaError_t e = cudaMalloc(&b->data_, bytes); e != cudaSuccess)
+    return cuda_error(e, fmt::format("allocating {} bytes on GPU {}", bytes, device));
+  cudaIpcMemHandle_t handle;
+  if (cudaError_t e = cudaIpcGetMemHandle(&handle, b->data_); e != cudaSuccess)
+    return cuda_error(e, "cudaIpcGetMemHandle");
+  b->raw_handle_.assign(reinterpret_cast<const char*>(&handle), sizeof(handle));
+  return b;
+#else
+  (void)bytes;
+  (void)device;
+  return failed_precondition("--shared-memory cuda: this build of Kestrel has no CUDA support");
+#endif
+}
+
+Status ShmBuffer::write(size_t offset, std::string_view bytes) {
+  if (offset > bytes_ || bytes.size() > bytes_ - offset)
+    return internal_error("{} bytes at {} do not fit a buffer of {}", bytes.size(), offset, bytes_);
+  if (!cuda_) {
+    std::memcpy(static_cast<char*>(data_) + offset, bytes.data(), bytes.size());
+    return Status();
+  }
+#ifdef KESTREL_WITH_CUDA
+  cudaSetDevice(device_);
+  if (cudaError_t e = cudaMemcpy(static_cast<char*>(data_) + offset, bytes.data(), bytes.size(),
+                                 cudaMemcpyHostToDevice);
+      e != cudaSuccess)
+    return cuda_error(e, "copying an input to the GPU");
+#endif
+  return Status();
+}
+
+StatusOr<std::unique_ptr<ShmBuffer>> create_shm_buffer(ShmPlace place, const std::string& region,
+                                                       size_t bytes) {
+  bytes = std::max<size_t>(bytes, 64);
+  return place.cuda ? ShmBuffer::create_cuda(bytes, place.device)
+                    : ShmBuffer::create(shm_key(region), bytes);
+}
 
 StatusOr<std::unique_ptr<ShmBuffer>> ShmBuffer::create(std::string key, size_t bytes) {
   shm_unlink(key.c_str());  // left over from a run that was killed
@@ -30,10 +102,23 @@ StatusOr<std::unique_ptr<ShmBuffer>> ShmBuffer::create(std::string key, size_t b
     shm_unlink(key.c_str());
     return internal_error("cannot map shared memory {}: {}", key, std::strerror(e));
   }
-  return std::unique_ptr<ShmBuffer>(new ShmBuffer(std::move(key), p, bytes));
+  std::unique_ptr<ShmBuffer> b(new ShmBuffer());
+  b->key_ = std::move(key);
+  b->data_ = p;
+  b->bytes_ = bytes;
+  return b;
 }
 
 ShmBuffer::~ShmBuffer() {
+  if (cuda_) {
+#ifdef KESTREL_WITH_CUDA
+    if (data_) {
+      cudaSetDevice(device_);
+      cudaFree(data_);
+    }
+#endif
+    return;
+  }
   munmap(data_, bytes_);
   shm_unlink(key_.c_str());
 }
@@ -44,17 +129,18 @@ std::string shm_region_name(std::string_view what) {
 
 std::string shm_key(std::string_view region) { return fmt::format("/{}", region); }
 
-StatusOr<ShmInputs> write_shm_inputs(std::span<const Sample> samples, const std::string& region) {
+StatusOr<ShmInputs> write_shm_inputs(std::span<const Sample> samples, const std::string& region,
+                                     ShmPlace place) {
   size_t bytes = 0;
   for (const Sample& s : samples)
     for (const InputTensor& t : s.inputs) bytes += shm_align(t.data.size());
   ShmInputs out;
-  KS_ASSIGN_OR_RETURN(out.buffer, ShmBuffer::create(shm_key(region), std::max<size_t>(bytes, 64)));
+  KS_ASSIGN_OR_RETURN(out.buffer, create_shm_buffer(place, region, bytes));
   size_t offset = 0;
   for (const Sample& s : samples) {
     std::vector<ShmTensorRef>& refs = out.refs.emplace_back();
     for (const InputTensor& t : s.inputs) {
-      std::memcpy(out.buffer->data() + offset, t.data.data(), t.data.size());
+      KS_RETURN_IF_ERROR(out.buffer->write(offset, t.data));
       refs.push_back({region, offset, t.data.size()});
       offset += shm_align(t.data.size());
     }
@@ -87,14 +173,14 @@ StatusOr<std::vector<std::pair<std::string, int64_t>>> shm_output_sizes(const Mo
 }
 
 StatusOr<ShmOutputs> make_shm_outputs(std::span<const std::pair<std::string, int64_t>> sizes,
-                                      const std::string& region) {
+                                      const std::string& region, ShmPlace place) {
   ShmOutputs out;
   size_t offset = 0;
   for (const auto& [name, size] : sizes) {
     out.refs.push_back({name, {region, offset, static_cast<size_t>(size)}});
     offset += shm_align(static_cast<size_t>(size));
   }
-  KS_ASSIGN_OR_RETURN(out.buffer, ShmBuffer::create(shm_key(region), std::max<size_t>(offset, 64)));
+  KS_ASSIGN_OR_RETURN(out.buffer, create_shm_buffer(place, region, offset));
   return out;
 }
 

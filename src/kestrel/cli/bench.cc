@@ -37,6 +37,7 @@ struct BenchOptions {
   int max_threads = 16;
   int grpc_channels = 0;
   std::string shared_memory = "none";
+  int shared_memory_device = 0;
   int64_t output_shared_memory_size = 0;
   uint64_t seed = 1;
   int64_t timeout_ms = 0;
@@ -212,11 +213,18 @@ Status bench(BenchOptions o) {
   co.keep_bodies = o.accuracy;
   co.timeout_ms = o.timeout_ms;
   co.grpc_channels = o.grpc_channels;
-  if (o.shared_memory != "none" && o.shared_memory != "system")
-    return invalid_argument("--shared-memory must be none or system, not '{}'", o.shared_memory);
-  co.system_shared_memory = o.shared_memory == "system";
-  if (co.system_shared_memory && !o.images.empty())
-    return invalid_argument("--shared-memory system sends tensors, not --images");
+  using SharedMemory = ClientOptions::SharedMemory;
+  if (o.shared_memory == "system") {
+    co.shared_memory = SharedMemory::kSystem;
+  } else if (o.shared_memory == "cuda") {
+    co.shared_memory = SharedMemory::kCuda;
+  } else if (o.shared_memory != "none") {
+    return invalid_argument("--shared-memory must be none, system or cuda, not '{}'",
+                            o.shared_memory);
+  }
+  co.shared_memory_device = o.shared_memory_device;
+  if (co.shared_memory != SharedMemory::kNone && !o.images.empty())
+    return invalid_argument("--shared-memory {} sends tensors, not --images", o.shared_memory);
   co.output_shared_memory_size = o.output_shared_memory_size;
   // --accuracy measures like YOLOv5's val.py unless told otherwise: conf 0.001, NMS IoU 0.65.
   const double score = o.score_threshold >= 0 ? o.score_threshold : o.accuracy ? 0.001 : -1;
@@ -405,7 +413,11 @@ void add_bench_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option(
          "--shared-memory", o->shared_memory,
-         "none, or system: tensors through system shared memory (the server must allow it)")
+         "none; system: tensors through system shared memory; cuda: through GPU memory shared "
+         "with CUDA IPC (the server must allow client shared memory)")
+      ->capture_default_str();
+  cmd->add_option("--shared-memory-device", o->shared_memory_device,
+                  "The GPU that --shared-memory cuda allocates the tensors on")
       ->capture_default_str();
   cmd->add_option("--output-shared-memory-size", o->output_shared_memory_size,
                   "Bytes per output in shared memory (default: from the model's metadata)");

@@ -44,6 +44,7 @@ struct ServeOptions {
   std::string auth_token;
   uint64_t max_body_mb = 64;
   int http_threads = 4;
+  int grpc_max_pollers = 0;
   int http_read_timeout_secs = 60;
   int64_t max_image_pixels = int64_t{64} << 20;
   bool allow_client_shm = false;
@@ -100,6 +101,7 @@ Status serve(const ServeOptions& o) {
         api.handle_metrics(std::move(r), std::move(respond));
       }));
   serve::GrpcOptions grpc_options;
+  grpc_options.max_pollers = o.grpc_max_pollers;
   grpc_options.address = o.address;
   grpc_options.port = o.grpc_port;
   grpc_options.auth_token = o.auth_token;
@@ -178,6 +180,10 @@ void add_serve_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--http-threads", o->http_threads, "HTTP I/O threads")
       ->envname("KESTREL_HTTP_THREADS")
+      ->capture_default_str();
+  cmd->add_option("--grpc-max-pollers", o->grpc_max_pollers,
+                  "Threads kept waiting for RPCs per gRPC completion queue (0: 64)")
+      ->envname("KESTREL_GRPC_MAX_POLLERS")
       ->capture_default_str();
   cmd->add_option("--http-read-timeout-secs", o->http_read_timeout_secs,
                   "Close HTTP connections that send nothing for this long (slow or idle clients)")

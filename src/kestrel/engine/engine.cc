@@ -557,6 +557,35 @@ std::string Engine::backend_summary() const {
 
 Device Engine::device() const { return backends_[0]->device(); }
 
+StatusOr<Tensor> Engine::concat_rows_on_device(std::span<const Tensor> parts) const {
+  runtime::Backend& backend = *backends_[0];
+  if (backend.device().is_cpu())
+    return failed_precondition("the engine runs on the CPU: it takes no inputs in GPU memory");
+  if (parts.empty()) return invalid_argument("nothing to concatenate");
+  const Tensor& first = parts.front();
+  if (first.rank() == 0) return invalid_argument("a scalar has no rows to concatenate");
+  std::vector<int64_t> dims = first.shape().vec();
+  dims[0] = 0;
+  for (const Tensor& part : parts) {
+    if (part.dtype() != first.dtype() || part.rank() != first.rank() ||
+        !std::equal(dims.begin() + 1, dims.end(), part.shape().vec().begin() + 1))
+      return invalid_argument("cannot concatenate {}{} with {}{}", part.dtype(), part.shape(),
+                              first.dtype(), first.shape());
+    dims[0] += part.shape()[0];
+  }
+  KS_ASSIGN_OR_RETURN(Tensor out, backend.allocate(first.dtype(), Shape(dims)));
+  KS_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Stream> stream, backend.create_stream());
+  KS_RETURN_IF_ERROR(backend.synchronize());  // the allocation is ordered on another stream
+  size_t at = 0;
+  for (const Tensor& part : parts) {
+    Tensor to = out.view(part.dtype(), part.shape(), at);
+    KS_RETURN_IF_ERROR(backend.copy_async(part, to, *stream));
+    at += part.nbytes();
+  }
+  KS_RETURN_IF_ERROR(stream->synchronize());
+  return out;
+}
+
 StatusOr<Tensor> Engine::to_device(const Tensor& host) const {
   KS_ASSIGN_OR_RETURN(Tensor t, backends_[0]->allocate(host.dtype(), host.shape()));
   KS_RETURN_IF_ERROR(backends_[0]->copy(host, t));

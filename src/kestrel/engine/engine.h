@@ -22,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -125,6 +126,11 @@ class Engine {
   // Host memory the device copies inputs from fastest: pinned (page-locked, reused from a pool)
   // on a GPU, plain memory on the CPU. For callers that gather inputs before a run.
   StatusOr<Tensor> allocate_host(DType dtype, const Shape& shape) const;
+  // Concatenates `parts` (one dtype, equal shapes but for the first axis) along the first axis
+  // into one new tensor on the engine's device, copying on the device: how a batch is formed from
+  // requests whose inputs are already in GPU memory (CUDA shared memory), on this GPU or another.
+  // FAILED_PRECONDITION for an engine on the CPU.
+  StatusOr<Tensor> concat_rows_on_device(std::span<const Tensor> parts) const;
   // Waits until everything queued on the device is done.
   Status synchronize() const;
 

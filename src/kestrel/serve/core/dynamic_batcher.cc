@@ -93,7 +93,8 @@ size_t choose_batch(std::span<const int64_t> rows, int64_t max_batch_size,
 
 StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::create(
     const BatcherOptions& options, std::vector<std::string> output_names, BatchExecutor executor,
-    ModelStatistics* stats, ImageBatchPreparer image_preparer, InputAllocator allocate_input) {
+    ModelStatistics* stats, ImageBatchPreparer image_preparer, InputAllocator allocate_input,
+    DeviceInputGatherer gather_on_device) {
   if (options.instance_count < 1)
     return invalid_argument("instance count must be at least 1, got {}", options.instance_count);
   if (options.max_batch_size < 0)
@@ -113,6 +114,7 @@ StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::create(
   b->executor_ = std::move(executor);
   b->image_preparer_ = std::move(image_preparer);
   b->allocate_input_ = std::move(allocate_input);
+  b->gather_on_device_ = std::move(gather_on_device);
   b->stats_ = stats;
   b->queues_.resize(std::max<uint64_t>(1, options.priority_levels));
   for (int i = 0; i < options.instance_count; ++i)
@@ -161,8 +163,9 @@ Status DynamicBatcher::enqueue(InferRequest request, InferCallback done) {
       if (job.rows >= 0 && s[0] != job.rows)
         return invalid_argument("inputs disagree on the batch size ({} and {})", job.rows, s[0]);
       job.rows = s[0];
-      job.signature += fmt::format("{}:{}:{};", in.name, dtype_name(in.tensor.dtype()),
-                                   Shape(s.dims().subspan(1)).to_string());
+      job.signature +=
+          fmt::format("{}:{}:{}{};", in.name, dtype_name(in.tensor.dtype()),
+                      Shape(s.dims().subspan(1)).to_string(), in.tensor.is_cpu() ? "" : "@gpu");
     }
     if (job.rows < 1 || job.rows > options_.max_batch_size)
       return invalid_argument("batch size {} is outside [1, max_batch_size = {}]", job.rows,
@@ -342,17 +345,30 @@ void DynamicBatcher::execute(std::vector<Job> jobs, int instance) {
     outputs = executor_(*inputs, instance);
   } else {
     std::map<std::string, Tensor> inputs;
-    if (jobs.size() == 1 && !allocate_input_) {
-      for (const NamedTensor& in : jobs[0].request.inputs) inputs[in.name] = in.tensor;
-    } else {
-      const auto& names = jobs[0].request.inputs;
-      for (size_t k = 0; k < names.size(); ++k) {
-        std::vector<const Tensor*> parts;
-        for (const Job& job : jobs) parts.push_back(&job.request.inputs[k].tensor);
-        StatusOr<Tensor> t = concat_rows(parts, total_rows, allocate_input_, instance);
-        if (!t.ok()) return fail_all(t.status());
-        inputs[names[k].name] = std::move(*t);
+    const auto& names = jobs[0].request.inputs;
+    for (size_t k = 0; k < names.size(); ++k) {
+      const Tensor& single = names[k].tensor;
+      // Jobs batch together only with inputs in the same kind of memory (the signature).
+      if (jobs.size() == 1 && (!allocate_input_ || !single.is_cpu())) {
+        inputs[names[k].name] = single;
+        continue;
       }
+      StatusOr<Tensor> t = [&]() -> StatusOr<Tensor> {
+        if (single.is_cpu()) {
+          std::vector<const Tensor*> parts;
+          for (const Job& job : jobs) parts.push_back(&job.request.inputs[k].tensor);
+          return concat_rows(parts, total_rows, allocate_input_, instance);
+        }
+        if (!gather_on_device_)
+          return failed_precondition(
+              "input '{}' is in GPU memory, and this model's batches are not formed on a GPU",
+              names[k].name);
+        std::vector<Tensor> parts;
+        for (const Job& job : jobs) parts.push_back(job.request.inputs[k].tensor);
+        return gather_on_device_(parts, instance);
+      }();
+      if (!t.ok()) return fail_all(t.status());
+      inputs[names[k].name] = std::move(*t);
     }
     gathered = Clock::now();
     outputs = executor_(inputs, instance);

@@ -94,17 +94,24 @@ using InputAllocator =
     std::function<StatusOr<Tensor>(DType dtype, const Shape& shape, int instance)>;
 using ImageBatchPreparer = std::function<StatusOr<std::map<std::string, Tensor>>(
     std::span<const Tensor> images, int instance)>;
+// Concatenates the rows of one input that several requests gave in GPU memory (CUDA shared
+// memory) into one tensor on instance `instance`'s device, copying on the GPU.
+using DeviceInputGatherer =
+    std::function<StatusOr<Tensor>(std::span<const Tensor> parts, int instance)>;
 
 class DynamicBatcher {
  public:
   // `output_names`: the model's outputs, in the order the executors return them. `stats`
   // (optional) must outlive the batcher. Without `image_preparer`, image requests are refused.
-  // With `allocate_input`, every input is gathered into memory it gives (even a single
-  // request's); without, a batch of several requests is gathered into plain host memory.
+  // With `allocate_input`, every host input is gathered into memory it gives (even a single
+  // request's); without, a batch of several requests is gathered into plain host memory. Inputs
+  // in GPU memory batch only with inputs in GPU memory: a single request's go to the executor
+  // as they are, several requests' are gathered by `gather_on_device` (without it, such batches
+  // fail).
   static StatusOr<std::unique_ptr<DynamicBatcher>> create(
       const BatcherOptions& options, std::vector<std::string> output_names, BatchExecutor executor,
       ModelStatistics* stats, ImageBatchPreparer image_preparer = nullptr,
-      InputAllocator allocate_input = nullptr);
+      InputAllocator allocate_input = nullptr, DeviceInputGatherer gather_on_device = nullptr);
   ~DynamicBatcher();
 
   // Queues `request` (inputs already validated against the model); `done` gets the outputs.
@@ -145,6 +152,7 @@ class DynamicBatcher {
   BatchExecutor executor_;
   ImageBatchPreparer image_preparer_;
   InputAllocator allocate_input_;
+  DeviceInputGatherer gather_on_device_;
   ModelStatistics* stats_ = nullptr;
 
   mutable std::mutex mutex_;

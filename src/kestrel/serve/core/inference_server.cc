@@ -238,6 +238,7 @@ inference::ServerMetadataResponse InferenceServer::metadata() const {
         "binary_tensor_data", "kestrel_detect"})
     m.add_extensions(ext);
   if (shared_memory_.enabled()) m.add_extensions("system_shared_memory");
+  if (shared_memory_.cuda_available()) m.add_extensions("cuda_shared_memory");
   return m;
 }
 

@@ -463,6 +463,80 @@ TEST(DynamicBatcherTest, LargeBatchesAreGatheredExactly) {
   EXPECT_EQ(model.batches, (std::vector<int64_t>{3 * kRows}));
 }
 
+// The request's input relabelled as living on GPU 0 (the bytes stay in host memory, standing in
+// for a CUDA shared-memory region, so that the fake model can read them).
+InferRequest gpu_request(float value, int64_t rows) {
+  InferRequest r = make_request(value, rows);
+  auto host = std::make_shared<Tensor>(r.inputs[0].tensor);
+  r.inputs[0].tensor =
+      Tensor::wrap(host->dtype(), host->shape(), host, host->raw_data(), Device::cuda(0));
+  return r;
+}
+
+// Inputs in GPU memory batch only with inputs in GPU memory; several requests' are gathered by
+// the device gatherer (never by the host allocator, which would read device addresses), a lone
+// request's go to the executor as they are, and without a gatherer such batches fail cleanly.
+TEST(DynamicBatcherTest, InputsInGpuMemoryAreGatheredOnTheDevice) {
+  FakeModel model;
+  std::mutex mutex;
+  std::vector<int64_t> device_gathers, host_gathers;  // rows of each
+  DeviceInputGatherer gather = [&](std::span<const Tensor> parts, int) -> StatusOr<Tensor> {
+    int64_t rows = 0;
+    for (const Tensor& p : parts) {
+      EXPECT_FALSE(p.is_cpu());
+      rows += p.shape()[0];
+    }
+    KS_ASSIGN_OR_RETURN(Tensor out, Tensor::allocate(DType::kFloat32, Shape{rows, 4}));
+    size_t at = 0;
+    for (const Tensor& p : parts) {
+      std::memcpy(static_cast<std::byte*>(out.raw_data()) + at, p.raw_data(), p.nbytes());
+      at += p.nbytes();
+    }
+    std::lock_guard lock(mutex);
+    device_gathers.push_back(rows);
+    return out;
+  };
+  InputAllocator allocate = [&](DType dtype, const Shape& shape, int) {
+    std::lock_guard lock(mutex);
+    host_gathers.push_back(shape[0]);
+    return Tensor::allocate(dtype, shape);
+  };
+  BatcherOptions o;
+  o.max_batch_size = 8;
+  o.dynamic_batching = true;
+  o.max_queue_delay_us = 200000;
+  o.preferred_batch_sizes = {3};
+  auto b = DynamicBatcher::create(o, {"y"}, model.executor(), nullptr, nullptr, allocate, gather);
+  ASSERT_TRUE(b.ok());
+  auto f1 = submit(**b, gpu_request(1, 1));
+  auto f2 = submit(**b, gpu_request(2, 2));
+  auto f3 = submit(**b, make_request(3, 2));  // host memory: not in the GPU requests' batch
+  const std::pair<std::future<StatusOr<InferResponse>>*, float> expected[] = {
+      {&f1, 2.0f}, {&f2, 4.0f}, {&f3, 6.0f}};
+  for (const auto& [f, value] : expected) {
+    StatusOr<InferResponse> r = f->get();
+    ASSERT_TRUE(r.ok()) << r.status();
+    const Tensor& y = r->outputs[0].tensor;
+    for (int64_t i = 0; i < y.num_elements(); ++i) EXPECT_EQ(y.data<float>()[i], value);
+  }
+  auto lone = submit(**b, gpu_request(5, 1)).get();  // waits out the delay, runs as it is
+  ASSERT_TRUE(lone.ok()) << lone.status();
+  EXPECT_EQ(lone->outputs[0].tensor.data<float>()[0], 10.0f);
+  EXPECT_EQ(model.batches, (std::vector<int64_t>{3, 2, 1}));
+  EXPECT_EQ(device_gathers, (std::vector<int64_t>{3}));
+  EXPECT_EQ(host_gathers, (std::vector<int64_t>{2}));
+
+  auto no_gatherer = DynamicBatcher::create(o, {"y"}, model.executor(), nullptr, nullptr, allocate);
+  ASSERT_TRUE(no_gatherer.ok());
+  auto g1 = submit(**no_gatherer, gpu_request(1, 1));
+  auto g2 = submit(**no_gatherer, gpu_request(1, 2));
+  for (auto* f : {&g1, &g2}) {
+    StatusOr<InferResponse> r = f->get();
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition) << r.status();
+  }
+}
+
 TEST(DynamicBatcherTest, PreferredBatchSizeRunsWithoutWaiting) {
   FakeModel model;
   BatcherOptions o;
@@ -991,6 +1065,39 @@ TEST(SharedMemoryTest, RegisterRefusesBadKeysAndRanges) {
   EXPECT_EQ(shm.register_region({"r", object.key(), 0, 0}).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(shm.register_region({"", object.key(), 0, 16}).code(), StatusCode::kInvalidArgument);
   EXPECT_TRUE(shm.status("")->empty());
+}
+
+// CUDA regions share the names of system regions; what can be checked without a GPU is checked
+// before any GPU is touched, and a machine without one refuses them with a clear reason.
+TEST(SharedMemoryTest, CudaRegionsAreCheckedAndShareTheNamespace) {
+  SharedMemoryManager off(false);
+  EXPECT_EQ(off.register_cuda_region({"c", std::string(64, '\0'), 0, 16}).code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_FALSE(off.cuda_available());
+
+  SharedMemoryManager shm(true);
+  ShmObject object(4096);
+  ASSERT_TRUE(shm.register_region({"a", object.key(), 0, 4096}).ok());
+  const std::string handle(64, '\x5a');
+  EXPECT_EQ(shm.register_cuda_region({"a", handle, 0, 16}).code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(shm.register_cuda_region({"c", handle, 0, 0}).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(shm.register_cuda_region({"c", handle, -1, 16}).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(shm.register_cuda_region({"", handle, 0, 16}).code(), StatusCode::kInvalidArgument);
+  Status garbage = shm.register_cuda_region({"c", handle, 0, 16});
+  if (shm.cuda_available()) {
+    // 64 bytes that cudaIpcGetMemHandle never gave out do not open.
+    EXPECT_EQ(garbage.code(), StatusCode::kInvalidArgument) << garbage;
+    EXPECT_EQ(shm.register_cuda_region({"c", "short", 0, 16}).code(), StatusCode::kInvalidArgument);
+  } else {
+    EXPECT_EQ(garbage.code(), StatusCode::kFailedPrecondition) << garbage;
+    EXPECT_TRUE(garbage.message().find("CUDA") != std::string::npos) << garbage;
+  }
+  // Status and unregister see their own kind only.
+  EXPECT_TRUE(shm.cuda_status("")->empty());
+  EXPECT_EQ(shm.cuda_status("a").status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(shm.unregister("a", SharedMemoryManager::Kind::kCuda).ok());
+  ASSERT_TRUE(shm.unregister("", SharedMemoryManager::Kind::kCuda).ok());
+  EXPECT_EQ(shm.status("")->size(), 1u);
 }
 
 TEST(SharedMemoryTest, InputsAreReadInPlaceAndOutputsWritten) {

@@ -311,6 +311,15 @@ StatusOr<std::unique_ptr<ServedModel>> ServedModel::load(inference::ModelConfig 
       return engines[engine_of[static_cast<size_t>(instance)]]->allocate_host(dtype, shape);
     };
   }
+  // Requests whose inputs are in GPU memory (CUDA shared memory) are batched on the GPU of the
+  // instance that runs them.
+  DeviceInputGatherer gather_on_device;
+  if (!m->engine_->device().is_cpu()) {
+    gather_on_device = [engines = m->engines_, engine_of = m->engine_of_instance_](
+                           std::span<const Tensor> parts, int instance) {
+      return engines[engine_of[static_cast<size_t>(instance)]]->concat_rows_on_device(parts);
+    };
+  }
   // An engine that compiles kernels for each new batch size (cuDNN graph kernels: seconds) runs
   // every batch in the context of the smallest warm size that holds it, so that no request waits
   // for a compilation.
@@ -323,24 +332,24 @@ StatusOr<std::unique_ptr<ServedModel>> ServedModel::load(inference::ModelConfig 
         "padded to the next warm size",
         m->name(), version);
   }
-  KS_ASSIGN_OR_RETURN(m->batcher_, DynamicBatcher::create(
-                                       batching, std::move(output_names),
-                                       [engines = m->engines_, engine_of = m->engine_of_instance_,
-                                        pad_to](const std::map<std::string, Tensor>& inputs,
-                                                int instance) -> StatusOr<std::vector<Tensor>> {
-                                         const engine::Engine& engine =
-                                             *engines[engine_of[static_cast<size_t>(instance)]];
-                                         KS_RETURN_IF_ERROR(bind_thread_to(engine));
-                                         engine::Engine::RunOptions run;
-                                         const Tensor& first = inputs.begin()->second;
-                                         if (!pad_to.empty() && first.rank() > 0) {
-                                           auto it = std::lower_bound(pad_to.begin(), pad_to.end(),
-                                                                      first.shape()[0]);
-                                           if (it != pad_to.end()) run.pad_batch_to = *it;
-                                         }
-                                         return engine.run(inputs, run);
-                                       },
-                                       &m->stats_, m->image_preparer(), allocate_input));
+  KS_ASSIGN_OR_RETURN(
+      m->batcher_,
+      DynamicBatcher::create(
+          batching, std::move(output_names),
+          [engines = m->engines_, engine_of = m->engine_of_instance_, pad_to](
+              const std::map<std::string, Tensor>& inputs,
+              int instance) -> StatusOr<std::vector<Tensor>> {
+            const engine::Engine& engine = *engines[engine_of[static_cast<size_t>(instance)]];
+            KS_RETURN_IF_ERROR(bind_thread_to(engine));
+            engine::Engine::RunOptions run;
+            const Tensor& first = inputs.begin()->second;
+            if (!pad_to.empty() && first.rank() > 0) {
+              auto it = std::lower_bound(pad_to.begin(), pad_to.end(), first.shape()[0]);
+              if (it != pad_to.end()) run.pad_batch_to = *it;
+            }
+            return engine.run(inputs, run);
+          },
+          &m->stats_, m->image_preparer(), allocate_input, gather_on_device));
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   log::info("model '{}' version {}: READY in {:.2f} s ({}, {} instance(s), max batch {}{})",
             m->name(), version, seconds, m->engine_->backend_summary(), m->instances_.size(),
@@ -472,6 +481,12 @@ void ServedModel::infer(InferRequest request, InferCallback done) {
                              [&](const auto& c) { return c.name() == in.name; });
       if (it == config_.input().end())
         return invalid_argument("unexpected inference input '{}' for model '{}'", in.name, name());
+      if (!in.tensor.is_cpu() && std::any_of(engines_.begin(), engines_.end(),
+                                             [](const auto& e) { return e->device().is_cpu(); }))
+        return invalid_argument(
+            "input '{}' is in GPU memory (CUDA shared memory), and model '{}' runs on the CPU: "
+            "use system shared memory or send the tensor",
+            in.name, name());
       DType want = protocol::dtype_from_config(it->data_type());
       if (in.tensor.dtype() != want)
         return invalid_argument("input '{}': datatype {} but the model expects {}", in.name,

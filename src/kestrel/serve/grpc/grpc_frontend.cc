@@ -3,6 +3,9 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <cstring>
 #include <future>
 #include <map>
@@ -198,10 +201,29 @@ Status to_proto(const InferResponse& r, const std::map<std::string, SharedMemory
 
 }  // namespace
 
-class InferenceService final : public inference::GRPCInferenceService::Service {
+// ModelInfer's reactor: a client that cancels (or goes away) cancels the queued request.
+class InferReactor final : public grpc::ServerUnaryReactor {
+ public:
+  explicit InferReactor(std::shared_ptr<CancelToken> cancel) : cancel_(std::move(cancel)) {}
+  void OnCancel() override { cancel_->cancel(); }
+  void OnDone() override { delete this; }
+
+ private:
+  std::shared_ptr<CancelToken> cancel_;
+};
+
+// ModelInfer runs on gRPC's callback API: no thread waits for a request's batch. The other RPCs
+// are synchronous (each runs on a thread of the server's pool until it returns).
+using InferenceServiceBase = inference::GRPCInferenceService::WithCallbackMethod_ModelInfer<
+    inference::GRPCInferenceService::Service>;
+
+class InferenceService final : public InferenceServiceBase {
  public:
   InferenceService(InferenceServer& server, std::string token)
-      : server_(server), token_(std::move(token)) {}
+      : server_(server),
+        token_(std::move(token)),
+        responders_(std::clamp(std::thread::hardware_concurrency() / 2, 2u, 16u)) {}
+  ~InferenceService() override { responders_.join(); }
 
   grpc::Status ServerLive(grpc::ServerContext* ctx, const inference::ServerLiveRequest*,
                           inference::ServerLiveResponse* res) override {
@@ -298,16 +320,68 @@ class InferenceService final : public inference::GRPCInferenceService::Service {
       grpc::ServerContext* ctx, const inference::SystemSharedMemoryUnregisterRequest* req,
       inference::SystemSharedMemoryUnregisterResponse*) override {
     if (!authorized(ctx)) return unauthenticated();
-    return to_grpc(server_.shared_memory().unregister(req->name()));
+    return to_grpc(
+        server_.shared_memory().unregister(req->name(), SharedMemoryManager::Kind::kSystem));
   }
 
-  grpc::Status ModelInfer(grpc::ServerContext* ctx, const inference::ModelInferRequest* req,
-                          inference::ModelInferResponse* res) override {
+  grpc::Status CudaSharedMemoryStatus(grpc::ServerContext* ctx,
+                                      const inference::CudaSharedMemoryStatusRequest* req,
+                                      inference::CudaSharedMemoryStatusResponse* res) override {
     if (!authorized(ctx)) return unauthenticated();
-    std::map<std::string, SharedMemoryRef> shm_outputs;
-    StatusOr<InferResponse> r = run(ctx, *req, &shm_outputs);
-    if (!r.ok()) return to_grpc(r.status());
-    return to_grpc(to_proto(*r, shm_outputs, server_.shared_memory(), res));
+    auto regions = server_.shared_memory().cuda_status(req->name());
+    if (!regions.ok()) return to_grpc(regions.status());
+    for (const CudaSharedMemoryRegion& region : *regions) {
+      auto& s = (*res->mutable_regions())[region.name];
+      s.set_name(region.name);
+      s.set_device_id(static_cast<uint64_t>(region.device_id));
+      s.set_byte_size(region.byte_size);
+    }
+    return grpc::Status::OK;
+  }
+  grpc::Status CudaSharedMemoryRegister(grpc::ServerContext* ctx,
+                                        const inference::CudaSharedMemoryRegisterRequest* req,
+                                        inference::CudaSharedMemoryRegisterResponse*) override {
+    if (!authorized(ctx)) return unauthenticated();
+    return to_grpc(server_.shared_memory().register_cuda_region(
+        {req->name(), req->raw_handle(), req->device_id(), req->byte_size()}));
+  }
+  grpc::Status CudaSharedMemoryUnregister(grpc::ServerContext* ctx,
+                                          const inference::CudaSharedMemoryUnregisterRequest* req,
+                                          inference::CudaSharedMemoryUnregisterResponse*) override {
+    if (!authorized(ctx)) return unauthenticated();
+    return to_grpc(
+        server_.shared_memory().unregister(req->name(), SharedMemoryManager::Kind::kCuda));
+  }
+
+  grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* ctx,
+                                       const inference::ModelInferRequest* req,
+                                       inference::ModelInferResponse* res) override {
+    auto cancel = std::make_shared<CancelToken>();
+    auto* reactor = new InferReactor(cancel);
+    if (!authorized(ctx)) {
+      reactor->Finish(unauthenticated());
+      return reactor;
+    }
+    StatusOr<DecodedRequest> decoded = from_proto(*req, server_.shared_memory());
+    if (!decoded.ok()) {
+      reactor->Finish(to_grpc(decoded.status()));
+      return reactor;
+    }
+    auto shm_outputs =
+        std::make_shared<std::map<std::string, SharedMemoryRef>>(std::move(decoded->shm_outputs));
+    InferRequest r = std::move(decoded->request);
+    r.cancel = cancel;
+    // The response is written on the responders' pool, not on the instance thread that finished
+    // the batch: copying outputs (MBs for raw ones) there would hold up the next batch.
+    server_.infer(std::move(r), [this, reactor, res, shm_outputs](StatusOr<InferResponse> out) {
+      auto respond = [this, reactor, res, shm_outputs, out = std::move(out)] {
+        reactor->Finish(out.ok()
+                            ? to_grpc(to_proto(*out, *shm_outputs, server_.shared_memory(), res))
+                            : to_grpc(out.status()));
+      };
+      boost::asio::post(responders_, std::move(respond));
+    });
+    return reactor;
   }
 
   grpc::Status ModelStreamInfer(
@@ -335,7 +409,7 @@ class InferenceService final : public inference::GRPCInferenceService::Service {
   }
 
  private:
-  bool authorized(grpc::ServerContext* ctx) const {
+  bool authorized(const grpc::ServerContextBase* ctx) const {
     if (token_.empty()) return true;
     auto it = ctx->client_metadata().find("authorization");
     if (it == ctx->client_metadata().end()) return false;
@@ -365,6 +439,7 @@ class InferenceService final : public inference::GRPCInferenceService::Service {
 
   InferenceServer& server_;
   std::string token_;
+  boost::asio::thread_pool responders_;
 };
 
 // grpc.health.v1: SERVING while the server is ready.
@@ -428,6 +503,10 @@ StatusOr<std::unique_ptr<GrpcFrontend>> GrpcFrontend::start(InferenceServer& ser
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &impl->port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
+  const int queues = static_cast<int>(std::clamp(std::thread::hardware_concurrency() / 4, 1u, 8u));
+  builder.SetSyncServerOption(grpc::ServerBuilder::NUM_CQS, queues);
+  builder.SetSyncServerOption(grpc::ServerBuilder::MAX_POLLERS,
+                              options.max_pollers > 0 ? options.max_pollers : 64);
   builder.RegisterService(impl->inference.get());
   builder.RegisterService(impl->health.get());
   impl->server = builder.BuildAndStart();

@@ -10,6 +10,7 @@
 #include <map>
 #include <optional>
 
+#include "kestrel/base/base64.h"
 #include "kestrel/base/logging.h"
 #include "kestrel/protocol/datatypes.h"
 #include "kestrel/serve/http/json.h"
@@ -114,7 +115,7 @@ std::string metadata_json(const inference::ModelMetadataResponse& m) {
   };
   std::string versions;
   for (int i = 0; i < m.versions_size(); ++i)
-    versions += (i ? "," : "") + json_string(m.versions(i));
+    versions += fmt::format("{}{}", i ? "," : "", json_string(m.versions(i)));
   return fmt::format(
       "{{\"name\":{},\"versions\":[{}],\"platform\":{},\"inputs\":{},\"outputs\":{}}}",
       json_string(m.name()), versions, json_string(m.platform()), tensors(m.inputs()),
@@ -462,7 +463,7 @@ void HttpApi::handle(HttpRequest&& request, Responder respond,
     auto m = server_.metadata();
     std::string ext;
     for (int i = 0; i < m.extensions_size(); ++i)
-      ext += (i ? "," : "") + json_string(m.extensions(i));
+      ext += fmt::format("{}{}", i ? "," : "", json_string(m.extensions(i)));
     return respond(
         json_response(fmt::format("{{\"name\":{},\"version\":{},\"extensions\":[{}]}}",
                                   json_string(m.name()), json_string(m.version()), ext)));
@@ -497,15 +498,21 @@ void HttpApi::handle(HttpRequest&& request, Responder respond,
     return respond(json_error(404, "not found"));
   }
   if (path[1] == "systemsharedmemory")
-    return shared_memory_endpoint(request, path, std::move(respond));
+    return shared_memory_endpoint(request, path, SharedMemoryManager::Kind::kSystem,
+                                  std::move(respond));
+  if (path[1] == "cudasharedmemory")
+    return shared_memory_endpoint(request, path, SharedMemoryManager::Kind::kCuda,
+                                  std::move(respond));
   if (path[1] == "models")
     return model_endpoint(std::move(request), path, std::move(respond), std::move(cancel));
   respond(json_error(404, "not found"));
 }
 
 void HttpApi::shared_memory_endpoint(const HttpRequest& request,
-                                     const std::vector<std::string>& path, Responder respond) {
-  // v2/systemsharedmemory[/region/{name}]/{status|register|unregister}
+                                     const std::vector<std::string>& path,
+                                     SharedMemoryManager::Kind kind, Responder respond) {
+  // v2/{systemsharedmemory|cudasharedmemory}[/region/{name}]/{status|register|unregister}
+  const bool cuda = kind == SharedMemoryManager::Kind::kCuda;
   std::string region;
   if (path.size() == 5 && path[2] == "region") {
     region = path[3];
@@ -516,20 +523,27 @@ void HttpApi::shared_memory_endpoint(const HttpRequest& request,
   SharedMemoryManager& shm = server_.shared_memory();
   if (action == "status") {
     if (request.method() != http::verb::get) return respond(json_error(405, "use GET"));
-    auto regions = shm.status(region);
-    if (!regions.ok()) return respond(status_error(regions.status()));
     std::string out = "[";
-    for (size_t i = 0; i < regions->size(); ++i) {
-      const SharedMemoryRegion& r = (*regions)[i];
-      out +=
-          fmt::format("{}{{\"name\":{},\"key\":{},\"offset\":{},\"byte_size\":{}}}", i ? "," : "",
-                      json_string(r.name), json_string(r.key), r.offset, r.byte_size);
+    if (cuda) {
+      auto regions = shm.cuda_status(region);
+      if (!regions.ok()) return respond(status_error(regions.status()));
+      for (const CudaSharedMemoryRegion& r : *regions)
+        out +=
+            fmt::format("{}{{\"name\":{},\"device_id\":{},\"byte_size\":{}}}",
+                        out.size() > 1 ? "," : "", json_string(r.name), r.device_id, r.byte_size);
+    } else {
+      auto regions = shm.status(region);
+      if (!regions.ok()) return respond(status_error(regions.status()));
+      for (const SharedMemoryRegion& r : *regions)
+        out += fmt::format("{}{{\"name\":{},\"key\":{},\"offset\":{},\"byte_size\":{}}}",
+                           out.size() > 1 ? "," : "", json_string(r.name), json_string(r.key),
+                           r.offset, r.byte_size);
     }
     return respond(json_response(out + "]"));
   }
   if (request.method() != http::verb::post) return respond(json_error(405, "use POST"));
   if (action == "unregister") {
-    Status s = shm.unregister(region);
+    Status s = shm.unregister(region, kind);
     return respond(s.ok() ? json_response("") : status_error(s));
   }
   if (action != "register" || region.empty()) return respond(json_error(404, "not found"));
@@ -539,6 +553,23 @@ void HttpApi::shared_memory_endpoint(const HttpRequest& request,
   if (auto error = parser.parse(body).get(o))
     return respond(json_error(400, fmt::format("the register request must be a JSON object: {}",
                                                simdjson::error_message(error))));
+  if (cuda) {
+    CudaSharedMemoryRegion r;
+    r.name = region;
+    std::string_view b64;
+    if (o["raw_handle"]["b64"].get(b64))
+      return respond(json_error(
+          400, "the register request has no 'raw_handle' object with a base64 'b64' string"));
+    StatusOr<std::string> handle = base64_decode(b64);
+    if (!handle.ok()) return respond(status_error(handle.status().with_context("raw_handle")));
+    r.raw_handle = std::move(handle).value();
+    if (o["device_id"].get(r.device_id))
+      return respond(json_error(400, "the register request has no integer 'device_id'"));
+    if (o["byte_size"].get(r.byte_size))
+      return respond(json_error(400, "the register request has no unsigned 'byte_size'"));
+    Status s = shm.register_cuda_region(r);
+    return respond(s.ok() ? json_response("") : status_error(s));
+  }
   SharedMemoryRegion r;
   r.name = region;
   std::string_view key;

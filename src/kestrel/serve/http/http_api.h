@@ -40,8 +40,9 @@ class HttpApi {
   void handle_metrics(HttpRequest&& request, Responder respond);
 
  private:
+  // v2/systemsharedmemory/... and v2/cudasharedmemory/... (`kind`).
   void shared_memory_endpoint(const HttpRequest& request, const std::vector<std::string>& path,
-                              Responder respond);
+                              SharedMemoryManager::Kind kind, Responder respond);
   void model_endpoint(HttpRequest&& request, const std::vector<std::string>& path,
                       Responder respond, std::shared_ptr<CancelToken> cancel);
   void infer(HttpRequest&& request, std::shared_ptr<ServedModel> model, Responder respond,
