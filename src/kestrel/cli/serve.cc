@@ -182,7 +182,7 @@ void add_serve_command(CLI::App& app) {
       ->envname("KESTREL_HTTP_THREADS")
       ->capture_default_str();
   cmd->add_option("--grpc-max-pollers", o->grpc_max_pollers,
-                  "Threads kept waiting for RPCs per gRPC completion queue (0: 64)")
+                  "Threads kept waiting for synchronous gRPC RPCs (all but ModelInfer; 0: 64)")
       ->envname("KESTREL_GRPC_MAX_POLLERS")
       ->capture_default_str();
   cmd->add_option("--http-read-timeout-secs", o->http_read_timeout_secs,

@@ -371,15 +371,24 @@ class InferenceService final : public InferenceServiceBase {
         std::make_shared<std::map<std::string, SharedMemoryRef>>(std::move(decoded->shm_outputs));
     InferRequest r = std::move(decoded->request);
     r.cancel = cancel;
-    // The response is written on the responders' pool, not on the instance thread that finished
-    // the batch: copying outputs (MBs for raw ones) there would hold up the next batch.
+    // Small responses are written on the thread that finished the batch (one thread hand-off
+    // less per request); large ones and those that copy into shared memory on the responders'
+    // pool, so that the copies (MBs for raw outputs) do not hold up the instance's next batch.
     server_.infer(std::move(r), [this, reactor, res, shm_outputs](StatusOr<InferResponse> out) {
+      size_t bytes = 0;
+      if (out.ok())
+        for (const NamedTensor& t : out->outputs) bytes += t.tensor.nbytes();
+      const bool inline_response = shm_outputs->empty() && bytes <= kInlineResponseBytes;
       auto respond = [this, reactor, res, shm_outputs, out = std::move(out)] {
         reactor->Finish(out.ok()
                             ? to_grpc(to_proto(*out, *shm_outputs, server_.shared_memory(), res))
                             : to_grpc(out.status()));
       };
-      boost::asio::post(responders_, std::move(respond));
+      if (inline_response) {
+        respond();
+      } else {
+        boost::asio::post(responders_, std::move(respond));
+      }
     });
     return reactor;
   }
@@ -436,6 +445,9 @@ class InferenceService final : public InferenceServiceBase {
       if (ctx->IsCancelled()) cancel->cancel();
     return future.get();
   }
+
+  // Responses up to this size are written on the thread that finished the batch.
+  static constexpr size_t kInlineResponseBytes = 64 << 10;
 
   InferenceServer& server_;
   std::string token_;
@@ -503,8 +515,6 @@ StatusOr<std::unique_ptr<GrpcFrontend>> GrpcFrontend::start(InferenceServer& ser
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &impl->port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
-  const int queues = static_cast<int>(std::clamp(std::thread::hardware_concurrency() / 4, 1u, 8u));
-  builder.SetSyncServerOption(grpc::ServerBuilder::NUM_CQS, queues);
   builder.SetSyncServerOption(grpc::ServerBuilder::MAX_POLLERS,
                               options.max_pollers > 0 ? options.max_pollers : 64);
   builder.RegisterService(impl->inference.get());

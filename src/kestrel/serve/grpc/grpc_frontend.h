@@ -29,10 +29,10 @@ struct GrpcOptions {
   int port = 8001;  // 0: any free port (see port())
   int max_message_bytes = 256 << 20;
   std::string auth_token;  // empty: none; else "authorization: Bearer <token>" metadata
-  // Threads that wait for RPCs on each of the server's completion queues, at most; 0: the default
-  // (64 per queue, one queue per 4 cores, up to 8). An RPC runs on the thread that took it, and a
-  // thread that finds this many others waiting exits, so a low value (gRPC's own default is 2)
-  // makes bursts of requests create and destroy threads.
+  // Threads that wait for the synchronous RPCs (all but ModelInfer, which runs on gRPC's callback
+  // API), at most; 0: the default, 64. Such an RPC runs on the thread that took it, and a thread
+  // that finds this many others waiting exits, so a low value (gRPC's own default is 2) makes
+  // bursts of requests create and destroy threads.
   int max_pollers = 0;
 };
 
