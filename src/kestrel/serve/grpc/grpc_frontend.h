@@ -5,12 +5,17 @@
 // ModelMetadata, ModelConfig, ModelStatistics, ModelInfer (typed contents or
 // raw_input_contents; answers with raw_output_contents), ModelStreamInfer (one response per
 // request, in order, errors in error_message), RepositoryIndex, RepositoryModelLoad,
-// RepositoryModelUnload, and the system shared-memory extension's SystemSharedMemoryStatus,
-// SystemSharedMemoryRegister and SystemSharedMemoryUnregister (core/shared_memory.h; inputs and
+// RepositoryModelUnload, and the shared-memory extensions' SystemSharedMemoryStatus/Register/
+// Unregister and CudaSharedMemoryStatus/Register/Unregister (core/shared_memory.h; inputs and
 // requested outputs name a region in their parameters). Status codes are Kestrel's, which are
 // gRPC's (base/status.h), unchanged. Messages up to `max_message_bytes` (256 MB by default: gRPC's
 // default of 4 MB is less than one 640x640 FP32 image). A client that cancels or disconnects while
 // its request is queued frees its slot.
+//
+// ModelInfer runs on gRPC's callback API: it queues the request and returns, and the thread that
+// finishes the batch writes the response (small ones) or hands it to a small pool (large ones and
+// those copied into shared memory), so no thread waits for a batch. The other RPCs are
+// synchronous.
 //
 // Thread safety: start() and shutdown() from one thread; the RPCs run on gRPC's threads.
 #pragma once
