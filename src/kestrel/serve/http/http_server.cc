@@ -199,14 +199,20 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   // Cancels `cancel` when the peer closes or resets the connection. Peeking leaves any pipelined
-  // request in the socket for the next read; data from the client ends the watch.
+  // request in the socket for the next read; data from the client ends the watch. A wake-up with
+  // nothing to read (the reactor may report readiness that is gone by the time of the peek)
+  // watches again: ending the watch there left the request uncancellable.
   void watch_disconnect(std::shared_ptr<CancelToken> cancel) {
     stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(),
                                                          cancel](beast::error_code ec) {
       if (ec) return;
       char c;
       ssize_t n = ::recv(self->stream_.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) cancel->cancel();
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        cancel->cancel();
+      } else if (n < 0 && !cancel->cancelled()) {
+        self->watch_disconnect(cancel);
+      }
     });
   }
 
