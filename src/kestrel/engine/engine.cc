@@ -55,7 +55,10 @@ class Engine::ExecutionContext {
   explicit ExecutionContext(const Engine& engine) : engine_(engine) {}
   // Every step, queued on the stream; with `marks`, a timing mark before the first step and after
   // each one.
-  Status execute(std::vector<std::unique_ptr<runtime::TimingMark>>* marks = nullptr);
+  // With `wall_ms`, waits for each step and appends the step's wall time (launch and one-time
+  // costs included), for the debug log's account of a context's first run.
+  Status execute(std::vector<std::unique_ptr<runtime::TimingMark>>* marks = nullptr,
+                 std::vector<double>* wall_ms = nullptr);
   Status bind(const std::map<std::string, Tensor>& inputs, int64_t rows = 0);
 
   const Engine& engine_;
@@ -68,6 +71,7 @@ class Engine::ExecutionContext {
   std::unique_ptr<runtime::Recording> recording_;
   bool has_run_ = false;  // the first run is executed step by step, then recorded
   MemoryReport memory_;
+  std::string bindings_text_;  // "batch=32", for the debug log
 };
 
 namespace {
@@ -82,8 +86,12 @@ bool is_view_op(const std::string& op) {
 
 StatusOr<std::unique_ptr<Engine::ExecutionContext>> Engine::ExecutionContext::create(
     const Engine& e, const std::map<std::string, int64_t>& bindings) {
+  const auto started = std::chrono::steady_clock::now();
   auto c = std::unique_ptr<ExecutionContext>(new ExecutionContext(e));
   c->backend_ = e.backends_[0].get();
+  for (const auto& [symbol, value] : bindings)
+    c->bindings_text_ +=
+        fmt::format("{}{}={}", c->bindings_text_.empty() ? "" : " ", symbol, value);
   std::unique_ptr<ir::NodeEvaluator> evaluator = make_cpu_evaluator();
   ir::InferenceOptions inference;
   inference.symbols = bindings;
@@ -172,10 +180,15 @@ StatusOr<std::unique_ptr<Engine::ExecutionContext>> Engine::ExecutionContext::cr
     }
   }
   KS_ASSIGN_OR_RETURN(c->stream_, c->backend_->create_stream());
+  log::debug(
+      "execution context for {}: planned in {:.1f} ms ({} bytes of activations)", c->bindings_text_,
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count(),
+      plan.arena_bytes);
   return c;
 }
 
-Status Engine::ExecutionContext::execute(std::vector<std::unique_ptr<runtime::TimingMark>>* marks) {
+Status Engine::ExecutionContext::execute(std::vector<std::unique_ptr<runtime::TimingMark>>* marks,
+                                         std::vector<double>* wall_ms) {
   const Engine& e = engine_;
   std::vector<Tensor> ins, outs;
   if (marks != nullptr) {
@@ -204,7 +217,14 @@ Status Engine::ExecutionContext::execute(std::vector<std::unique_ptr<runtime::Ti
                                 step.node->describe());
         },
         stream_->handle());
+    const auto step_start = std::chrono::steady_clock::now();
     Status s = step.kernel->run(ctx);
+    if (s.ok() && wall_ms != nullptr) {
+      s = stream_->synchronize();
+      wall_ms->push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - step_start)
+              .count());
+    }
     if (!s.ok()) {
       return s.message().starts_with(step.node->describe()) ? s
                                                             : s.with_context(step.node->describe());
@@ -268,14 +288,25 @@ StatusOr<std::vector<double>> Engine::ExecutionContext::profile(
 StatusOr<std::vector<Tensor>> Engine::ExecutionContext::run(
     const std::map<std::string, Tensor>& inputs, const RunOptions& options, int64_t rows) {
   const Engine& e = engine_;
+  auto ms_since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
+  };
+  const auto started = std::chrono::steady_clock::now();
+  // The first run's account, at debug level: binding, each step's wall time, recording, outputs.
+  const bool account = !has_run_ && spdlog::should_log(spdlog::level::debug);
+  std::vector<double> step_ms;
   KS_RETURN_IF_ERROR(bind(inputs, rows));
+  if (account) KS_RETURN_IF_ERROR(stream_->synchronize());
+  const double bind_ms = ms_since(started);
   if (recording_) {
     KS_RETURN_IF_ERROR(recording_->replay(*stream_));
   } else {
-    KS_RETURN_IF_ERROR(execute());
+    KS_RETURN_IF_ERROR(execute(nullptr, account ? &step_ms : nullptr));
   }
+  double record_ms = 0;
   if (!has_run_) {
     has_run_ = true;
+    const auto recording = std::chrono::steady_clock::now();
     if (e.options_.cuda_graphs) {
       KS_RETURN_IF_ERROR(stream_->synchronize());
       // Recording queues nothing: the arena still holds this run's results afterwards.
@@ -287,6 +318,7 @@ StatusOr<std::vector<Tensor>> Engine::ExecutionContext::run(
         return r.status();
       }
     }
+    record_ms = ms_since(recording);
   }
   // The arena is this context's: outputs are copied out before it serves the next run.
   std::vector<Tensor> results;
@@ -312,6 +344,26 @@ StatusOr<std::vector<Tensor>> Engine::ExecutionContext::run(
     results.push_back(std::move(dst));
   }
   KS_RETURN_IF_ERROR(stream_->synchronize());
+  if (account) {
+    double steps_total = 0;
+    std::vector<size_t> order;
+    for (size_t i = 0; i < step_ms.size(); ++i) {
+      steps_total += step_ms[i];
+      order.push_back(i);
+    }
+    std::sort(order.begin(), order.end(),
+              [&](size_t a, size_t b) { return step_ms[a] > step_ms[b]; });
+    std::string slowest;
+    for (size_t k = 0; k < std::min<size_t>(order.size(), 4); ++k)
+      slowest += fmt::format("{}{} {:.1f} ms", k ? ", " : "", e.steps_[order[k]].node->name(),
+                             step_ms[order[k]]);
+    log::debug(
+        "execution context for {}: first run {:.1f} ms: inputs bound in {:.1f} ms, {} steps in "
+        "{:.1f} ms (slowest: {}), CUDA graph {}, outputs {:.1f} ms",
+        bindings_text_, ms_since(started), bind_ms, step_ms.size(), steps_total, slowest,
+        recording_ ? fmt::format("recorded in {:.1f} ms", record_ms) : "none",
+        ms_since(started) - bind_ms - steps_total - record_ms);
+  }
   return results;
 }
 

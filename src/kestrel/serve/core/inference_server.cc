@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <filesystem>
 #include <optional>
 #include <set>
@@ -64,6 +65,20 @@ StatusOr<std::unique_ptr<InferenceServer>> InferenceServer::create(const ServerO
 }
 
 InferenceServer::~InferenceServer() { shutdown(); }
+
+std::shared_future<std::shared_ptr<GpuMonitor>> InferenceServer::open_gpu_monitor() {
+  return std::async(std::launch::async,
+                    [] {
+                      const auto start = std::chrono::steady_clock::now();
+                      std::shared_ptr<GpuMonitor> monitor = GpuMonitor::open();
+                      log::debug("NVML {} in {:.1f} ms", monitor ? "opened" : "not available",
+                                 std::chrono::duration<double, std::milli>(
+                                     std::chrono::steady_clock::now() - start)
+                                     .count());
+                      return monitor;
+                    })
+      .share();
+}
 
 std::vector<std::string> InferenceServer::list_models() const {
   std::set<std::string> names;
@@ -311,7 +326,8 @@ std::string InferenceServer::metrics_text() const {
         all.push_back({name, std::to_string(v), m->statistics_snapshot(), m->pending()});
   }
   std::string text = render_metrics(all);
-  if (gpus_) text += render_gpu_metrics(gpus_->sample());
+  if (const std::shared_ptr<GpuMonitor>& gpus = gpus_.get())
+    text += render_gpu_metrics(gpus->sample());
   return text;
 }
 

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <atomic>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -84,6 +85,7 @@ class InferenceServer {
   SharedMemoryManager& shared_memory() { return shared_memory_; }
 
  private:
+  static std::shared_future<std::shared_ptr<GpuMonitor>> open_gpu_monitor();
   struct Slot {
     std::map<int64_t, std::shared_ptr<ServedModel>> versions;
     std::string state = "UNAVAILABLE";  // READY, LOADING, UNAVAILABLE, UNLOADING
@@ -103,8 +105,10 @@ class InferenceServer {
   std::mutex load_mutex_;     // serializes load/unload
   mutable std::mutex mutex_;  // guards models_
   std::map<std::string, Slot> models_;
-  // GPU utilization and memory for the metrics; null without an NVIDIA driver.
-  std::unique_ptr<GpuMonitor> gpus_ = GpuMonitor::open();
+  // GPU utilization and memory for the metrics; null without an NVIDIA driver. Opened on a thread
+  // of its own: NVML's initialization takes tens of milliseconds that the models' loading need not
+  // wait for.
+  std::shared_future<std::shared_ptr<GpuMonitor>> gpus_ = open_gpu_monitor();
   SharedMemoryManager shared_memory_;
 };
 

@@ -55,13 +55,23 @@ BatcherOptions batcher_options(const inference::ModelConfig& config, int instanc
   return o;
 }
 
-// Runs `work` on a thread of its own and returns its result. Work for one device gets a fresh
-// thread: a thread's current CUDA device and its cuDNN handle belong to the first device it used.
+// Runs work(0) .. work(n - 1) at once, each on a thread of its own, and returns their results in
+// order. Work for one device gets a fresh thread: a thread's current CUDA device and its cuDNN
+// handle belong to the first device it used.
 template <typename Work>
-auto on_own_thread(Work work) -> decltype(work()) {
-  std::optional<decltype(work())> result;
-  std::thread([&] { result.emplace(work()); }).join();
-  return std::move(*result);
+auto on_own_threads(size_t n, Work work) -> std::vector<decltype(work(size_t{0}))> {
+  std::vector<std::optional<decltype(work(size_t{0}))>> results(n);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < n; ++i) threads.emplace_back([&, i] { results[i].emplace(work(i)); });
+  for (std::thread& t : threads) t.join();
+  std::vector<decltype(work(size_t{0}))> out;
+  for (auto& r : results) out.push_back(std::move(*r));
+  return out;
+}
+
+double ms_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+      .count();
 }
 
 // Makes the calling thread's current CUDA device the engine's, once per thread: the engine's
@@ -239,15 +249,19 @@ StatusOr<std::unique_ptr<ServedModel>> ServedModel::load(inference::ModelConfig 
     log::info("model '{}' version {}: instance group '{}': {} instance(s) on the {}", config.name(),
               version, where.group, end - i, where.device_name());
   }
+  log::debug("model '{}' version {}: instances placed {:.1f} ms after the load began",
+             config.name(), version, ms_since(start));
+  // The devices' engines load (or build) at once, each on a thread of its own.
   std::vector<LoadedEngine> loaded;
-  for (size_t d = 0; d < devices.size(); ++d) {
-    KS_ASSIGN_OR_RETURN(LoadedEngine e, on_own_thread([&] {
-                          return load_engine(config, version, model_path, options, params,
-                                             devices[d]);
-                        }));
-    m->engines_.push_back(e.engine);
-    loaded.push_back(std::move(e));
+  for (StatusOr<LoadedEngine>& e : on_own_threads(devices.size(), [&](size_t d) {
+         return load_engine(config, version, model_path, options, params, devices[d]);
+       })) {
+    KS_RETURN_IF_ERROR(e.status());
+    m->engines_.push_back(e->engine);
+    loaded.push_back(std::move(e).value());
   }
+  log::debug("model '{}' version {}: {} engine(s) loaded {:.1f} ms after the load began",
+             config.name(), version, loaded.size(), ms_since(start));
   m->engine_ = m->engines_.front();
   m->version_ = version;
   m->detection_defaults_ = params.detection;
@@ -278,12 +292,17 @@ StatusOr<std::unique_ptr<ServedModel>> ServedModel::load(inference::ModelConfig 
     }
   }
 
+  // Each device warms up its engine at once with the others.
+  const std::vector<Status> warmed = on_own_threads(
+      m->engines_.size(), [&](size_t d) { return m->warm_up(*m->engines_[d], instances_on[d]); });
   for (size_t d = 0; d < m->engines_.size(); ++d) {
-    const engine::Engine& engine = *m->engines_[d];
-    Status warm = on_own_thread([&] { return m->warm_up(engine, instances_on[d]); });
-    if (!warm.ok()) return warm.with_context(fmt::format("on the {}", devices[d].device_name()));
-    save_to_cache(loaded[d], m->name(), version, options.engine_cache_dir);
+    if (!warmed[d].ok())
+      return warmed[d].with_context(fmt::format("on the {}", devices[d].device_name()));
   }
+  log::debug("model '{}' version {}: warm {:.1f} ms after the load began", m->name(), version,
+             ms_since(start));
+  for (size_t d = 0; d < m->engines_.size(); ++d)
+    save_to_cache(loaded[d], m->name(), version, options.engine_cache_dir);
   // The sizes every engine is warm for.
   for (size_t d = 0; d < m->engines_.size(); ++d) {
     std::vector<int> sizes;
@@ -398,6 +417,8 @@ Status ServedModel::warm_up(const engine::Engine& engine, int instances) const {
     }
     return w;
   };
+  const int max_batch = config_.max_batch_size();
+  const bool warm_sizes = !engine.device().is_cpu() && max_batch > 0 && fixed_dims;
   std::vector<inference::ModelWarmup> samples(config_.model_warmup().begin(),
                                               config_.model_warmup().end());
   if (samples.empty() && fixed_dims) samples.push_back(zero_sample("default", 1));
@@ -425,22 +446,28 @@ Status ServedModel::warm_up(const engine::Engine& engine, int instances) const {
     }
     return inputs;
   };
+  const size_t tuned_before = engine.tuning_counts().total();
   for (const auto& sample : samples) {
+    const auto start = std::chrono::steady_clock::now();
     KS_ASSIGN_OR_RETURN(auto inputs, make_inputs(sample));
     int runs = std::max<int>(1, static_cast<int>(sample.count()));
     for (int i = 0; i < runs; ++i) {
       StatusOr<std::vector<Tensor>> out = engine.run(inputs);
       if (!out.ok()) return out.status().with_context("warm-up '" + sample.name() + "'");
     }
+    log::debug("model '{}': warm-up '{}' ran in {:.1f} ms", name(), sample.name(), ms_since(start));
   }
 
-  // On a GPU: the batch sizes the batcher forms most, each recorded as a CUDA graph now. One run
-  // alone first (the autotuner measures the size's kernels then, undisturbed), then as many at
-  // once as the device has instances, so that each instance finds a context of its own (a run
-  // that finds none idle plans and records another). The CPU has no graphs to record, and
-  // planning a context there costs little.
-  const int max_batch = config_.max_batch_size();
-  if (engine.device().is_cpu() || max_batch == 0 || !fixed_dims) return Status();
+  // On a GPU: the batch sizes the batcher forms most, each recorded as a CUDA graph now, in as
+  // many execution contexts as the device has instances (runs at once, so that each instance
+  // finds a context of its own: a run that finds none idle plans and records another). The CPU
+  // has no graphs to record, and planning a context there costs little.
+  //
+  // The autotuner measures kernels when a size first runs; it needs the GPU to itself then. So
+  // each size runs alone first, one after another, unless the samples' runs measured nothing:
+  // then the engine came with its choices (a cached engine after its first start) and every run
+  // of every size goes at once.
+  if (!warm_sizes) return Status();
   std::vector<int> sizes;
   if (config_.has_dynamic_batching())
     sizes.assign(config_.dynamic_batching().preferred_batch_size().begin(),
@@ -448,24 +475,42 @@ Status ServedModel::warm_up(const engine::Engine& engine, int instances) const {
   sizes.push_back(max_batch);
   std::sort(sizes.begin(), sizes.end());
   sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
-  for (int size : sizes) {
-    const inference::ModelWarmup sample = zero_sample(fmt::format("batch {}", size), size);
-    KS_ASSIGN_OR_RETURN(auto inputs, make_inputs(sample));
-    const std::string context = fmt::format("warm-up at batch size {}", size);
-    KS_RETURN_IF_ERROR(engine.run(inputs).status().with_context(context));
-    if (instances < 2) continue;
-    std::vector<Status> results(static_cast<size_t>(instances));
-    std::vector<std::thread> runs;
-    for (Status& result : results) {
-      runs.emplace_back([&] {
-        result = bind_thread_to(engine);
-        if (result.ok()) result = engine.run(inputs).status();
-      });
+  const bool measures = samples.empty() || engine.tuning_counts().total() != tuned_before;
+  // Zero inputs made on the device from one row, and outputs left there: a batch of 32 640x640
+  // images is 157 MB in float32 and its raw YOLO output 274 MB, which cost far more to fill,
+  // pin and copy over the bus than the runs themselves.
+  KS_ASSIGN_OR_RETURN(const auto one_row, make_inputs(zero_sample("one row", 1)));
+  engine::Engine::RunOptions on_device;
+  on_device.outputs_on_device = true;
+  std::vector<std::map<std::string, Tensor>> inputs_of(sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    for (const auto& [input, row] : one_row) {
+      KS_ASSIGN_OR_RETURN(Tensor device_row, engine.to_device(row));
+      const std::vector<Tensor> rows(static_cast<size_t>(sizes[i]), device_row);
+      KS_ASSIGN_OR_RETURN(inputs_of[i][input], engine.concat_rows_on_device(rows));
     }
-    for (std::thread& t : runs) t.join();
-    for (const Status& result : results)
-      if (!result.ok()) return result.with_context(context);
+    if (!measures) continue;
+    const auto start = std::chrono::steady_clock::now();
+    KS_RETURN_IF_ERROR(engine.run(inputs_of[i], on_device)
+                           .status()
+                           .with_context(fmt::format("warm-up at batch size {}", sizes[i])));
+    log::debug("model '{}': warm-up at batch size {} alone in {:.1f} ms", name(), sizes[i],
+               ms_since(start));
   }
+  // `instances` runs of each size at once (each finds or plans a context of its own).
+  std::vector<size_t> runs;
+  for (size_t i = 0; i < sizes.size(); ++i)
+    if (!measures || instances > 1) runs.insert(runs.end(), instances, i);
+  const auto start = std::chrono::steady_clock::now();
+  const std::vector<Status> results = on_own_threads(runs.size(), [&](size_t k) -> Status {
+    KS_RETURN_IF_ERROR(bind_thread_to(engine));
+    return engine.run(inputs_of[runs[k]], on_device).status();
+  });
+  for (size_t k = 0; k < runs.size(); ++k)
+    if (!results[k].ok())
+      return results[k].with_context(fmt::format("warm-up at batch size {}", sizes[runs[k]]));
+  log::debug("model '{}': warm-up of {} runs at once ({} of each size) in {:.1f} ms", name(),
+             runs.size(), instances, ms_since(start));
   return Status();
 }
 
