@@ -7,7 +7,8 @@
 #
 # On the lent H100 machine (no Debian libraries there) it ran from a bundle of both stripped
 # binaries, their shared libraries and Debian's ld-linux, as `lib/ld-linux-x86-64.so.2
-# --library-path lib ./kestrel ...` (set RUN to that prefix).
+# --library-path lib ./kestrel ...` (set RUN to that prefix). FAKE_ARGS: more flags for the fake
+# server (--grpc-cqs N, --grpc-max-pollers N).
 set -u
 KESTREL=$1
 FAKE=$2
@@ -15,7 +16,7 @@ RUN=${RUN:-}
 WORK=$(mktemp -d)
 cpu() { awk '{print $14+$15}' /proc/$1/stat; }
 lscpu | grep "Model name"; nproc
-$RUN "$FAKE" --port-file "$WORK/ports" --service-us 0 > "$WORK/fake.log" 2>&1 &
+$RUN "$FAKE" --port-file "$WORK/ports" --service-us 0 ${FAKE_ARGS:-} > "$WORK/fake.log" 2>&1 &
 FP=$!
 trap 'kill $FP; rm -rf "$WORK"' EXIT
 for _ in $(seq 100); do [ -s "$WORK/ports" ] && break; sleep 0.05; done
