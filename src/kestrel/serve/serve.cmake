@@ -24,6 +24,9 @@ endif()
 kestrel_layer(serve_http DIR serve/http DEPS serve_core
   SOURCES http_api.cc http_server.cc json.cc
   LIBS simdjson::simdjson Boost::headers)
+if(KESTREL_TESTS)
+  kestrel_layer_test(serve_http SOURCES http_server_test.cc LABELS server)
+endif()
 
 # KServe v2 over gRPC plus grpc.health.v1.
 kestrel_layer(serve_grpc DIR serve/grpc DEPS serve_core protocol

@@ -55,6 +55,8 @@ class HttpServer {
   ~HttpServer();
 
   int port() const;
+  // How often the watches for disconnecting clients woke (tests: they must not pile up).
+  uint64_t disconnect_watch_wakes() const;
   void stop_accepting();
   // True when idle before the deadline.
   bool wait_idle(std::chrono::steady_clock::time_point deadline);
