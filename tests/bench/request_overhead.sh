@@ -9,7 +9,8 @@
 #   tests/bench/request_overhead.sh build/src/kestrel build/tests/fake_kserve_server \
 #     tests/server/data/tiny.onnx [cpu] [cuda]
 #
-# RUN: a prefix for both binaries (the device bundle's `./run`).
+# RUN: a prefix for both binaries (the device bundle's `./run`). FAKE_ARGS: more flags for the fake
+# server (--grpc-cqs N, --grpc-max-pollers N).
 set -u
 KESTREL=$1
 FAKE=$2
@@ -31,7 +32,7 @@ measure() {  # model protocol url
 }
 
 echo "== fake_kserve_server (frontend only)"
-$RUN "$FAKE" --port-file "$WORK/fake_ports" --service-us 0 > "$WORK/fake.log" 2>&1 &
+$RUN "$FAKE" --port-file "$WORK/fake_ports" --service-us 0 ${FAKE_ARGS:-} > "$WORK/fake.log" 2>&1 &
 wait_file "$WORK/fake_ports" || { echo "fake server did not start"; exit 1; }
 read -r FHTTP FGRPC < "$WORK/fake_ports"
 echo "grpc $(measure fake grpc 127.0.0.1:$FGRPC)"
