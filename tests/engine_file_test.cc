@@ -176,6 +176,17 @@ TEST_F(EngineFileTest, DamageAndMismatchesAreClearErrors) {
     const Status s = load_engine_file(path, load).status();
     EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s;
     EXPECT_NE(s.message().find("another version"), std::string::npos) << s;
+    // The same when the caller gives the other model's hash instead of letting it be read.
+    StatusOr<std::string> other_hash = sha256_of_file(load.expect_model);
+    ASSERT_TRUE(other_hash.ok()) << other_hash.status();
+    load.expect_model_sha256 = *other_hash;
+    EXPECT_EQ(load_engine_file(path, load).status().code(), StatusCode::kFailedPrecondition);
+    // And the right hash passes without the file being read.
+    StatusOr<std::string> right_hash = sha256_of_file(model());
+    ASSERT_TRUE(right_hash.ok()) << right_hash.status();
+    load.expect_model = "/nonexistent/model.onnx";
+    load.expect_model_sha256 = *right_hash;
+    EXPECT_TRUE(load_engine_file(path, load).ok());
   }
   // Missing file.
   EXPECT_EQ(read_engine_file_info((dir_ / "none.kplan").string()).status().code(),

@@ -485,7 +485,10 @@ StatusOr<std::unique_ptr<Engine>> load_engine_file(const std::string& path,
   const double parsed_ms = ms_since(start);
   EngineFileInfo file_info = info_of(p.header, p.version);
   if (!options.expect_model.empty()) {
-    KS_ASSIGN_OR_RETURN(std::string hash, sha256_of_file(options.expect_model));
+    std::string hash = options.expect_model_sha256;
+    if (hash.empty()) {
+      KS_ASSIGN_OR_RETURN(hash, sha256_of_file(options.expect_model));
+    }
     if (hash != file_info.model_sha256) {
       return failed_precondition("{} was built from another version of {} (hash {}, now {})", path,
                                  options.expect_model, file_info.model_sha256.substr(0, 12),

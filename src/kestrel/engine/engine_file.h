@@ -73,6 +73,8 @@ struct LoadOptions {
   EngineOptions engine;  // backend is taken from the file; the rest applies
   // When set: the ONNX file the engine must have been built from (its hash is compared).
   std::string expect_model;
+  // expect_model's SHA-256 (hex) when the caller has it already: the file is then not read again.
+  std::string expect_model_sha256;
 };
 
 // Loads an engine file and creates the engine on this machine; `info` (optional) receives the

@@ -939,6 +939,8 @@ TEST_F(RepositoryTest, CachesBuiltEnginesOnDisk) {
   ServerOptions o = repository_options(root_);
   const fs::path cache = root_.string() + ".cache";
   o.load.engine_cache_dir = cache.string();
+  fs::path cached;
+  fs::file_time_type written;
   for (int run = 0; run < 2; ++run) {
     auto server = InferenceServer::create(o);
     ASSERT_TRUE(server.ok()) << server.status();
@@ -946,8 +948,17 @@ TEST_F(RepositoryTest, CachesBuiltEnginesOnDisk) {
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_FLOAT_EQ(r->outputs[0].tensor.data<float>()[0], 5.0f);
     int files = 0;
-    for (const auto& e : fs::directory_iterator(cache)) files += e.path().extension() == ".kplan";
-    EXPECT_EQ(files, 1);
+    for (const auto& e : fs::directory_iterator(cache)) {
+      if (e.path().extension() != ".kplan") continue;
+      ++files;
+      cached = e.path();
+    }
+    ASSERT_EQ(files, 1);
+    // The second start loads the file (a rebuild would write it again).
+    if (run == 0) written = fs::last_write_time(cached);
+    if (run == 1) {
+      EXPECT_EQ(fs::last_write_time(cached), written) << "the cached engine was rebuilt";
+    }
   }
   fs::remove_all(cache);
 }

@@ -162,6 +162,7 @@ StatusOr<LoadedEngine> load_engine(const inference::ModelConfig& config, int64_t
         engine::LoadOptions load;
         load.engine = build.engine;
         load.expect_model = path;
+        load.expect_model_sha256 = sha;  // hashed above for the file's name
         StatusOr<std::unique_ptr<engine::Engine>> e = engine::load_engine_file(cached, load);
         if (e.ok()) {
           log::info("model '{}' version {}: loaded the cached engine {} on the {}", config.name(),
