@@ -117,6 +117,7 @@ StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::create(
   b->gather_on_device_ = std::move(gather_on_device);
   b->stats_ = stats;
   b->queues_.resize(std::max<uint64_t>(1, options.priority_levels));
+  b->busy_.assign(static_cast<size_t>(options.instance_count), 0);
   for (int i = 0; i < options.instance_count; ++i)
     b->workers_.emplace_back([raw = b.get(), i] { raw->worker(i); });
   return b;
@@ -132,6 +133,16 @@ void DynamicBatcher::stop() {
   wake_.notify_all();
   for (std::thread& t : workers_)
     if (t.joinable()) t.join();
+  std::unique_lock lock(mutex_);
+  inline_done_.wait(lock, [this] { return running_inline_ == 0; });
+}
+
+void DynamicBatcher::wake_workers() {
+  if (running_inline_ > 0) {
+    wake_.notify_all();
+  } else {
+    wake_.notify_one();
+  }
 }
 
 size_t DynamicBatcher::pending() const {
@@ -187,18 +198,40 @@ Status DynamicBatcher::enqueue(InferRequest request, InferCallback done) {
       timeout_us ? job.enqueued + std::chrono::microseconds(timeout_us) : Clock::time_point::max();
   job.request = std::move(request);
   job.done = std::move(done);
-  {
-    std::lock_guard lock(mutex_);
-    if (stopping_)
-      return unavailable("model '{}' is not accepting requests (unloading or shutting down)",
-                         job.request.model_name);
-    if (options_.max_queue_size > 0 && queued_ >= options_.max_queue_size)
-      return unavailable("the queue of model '{}' is full ({} requests)", job.request.model_name,
-                         queued_);
-    queues_[level].push_back(std::move(job));
-    ++queued_;
+  std::unique_lock lock(mutex_);
+  if (stopping_)
+    return unavailable("model '{}' is not accepting requests (unloading or shutting down)",
+                       job.request.model_name);
+  if (options_.max_queue_size > 0 && queued_ >= options_.max_queue_size)
+    return unavailable("the queue of model '{}' is full ({} requests)", job.request.model_name,
+                       queued_);
+  if (options_.run_when_idle && queued_ == 0 && running_inline_ == 0) {
+    const bool batching = options_.dynamic_batching && options_.max_batch_size > 0;
+    const int64_t rows[] = {job.rows};
+    auto idle = std::find(busy_.begin(), busy_.end(), 0);
+    if (idle != busy_.end() && (!batching || choose_batch(rows, options_.max_batch_size, preferred_,
+                                                          options_.max_queue_delay_us == 0) == 1)) {
+      const int instance = static_cast<int>(idle - busy_.begin());
+      *idle = 1;
+      ++running_inline_;
+      ++running_;
+      lock.unlock();
+      std::vector<Job> jobs;
+      jobs.push_back(std::move(job));
+      execute(std::move(jobs), instance);
+      lock.lock();
+      busy_[static_cast<size_t>(instance)] = 0;
+      --running_;
+      --running_inline_;
+      // Requests that came meanwhile may be waiting for this instance.
+      if (queued_ > 0) wake_.notify_all();
+      if (running_inline_ == 0) inline_done_.notify_all();
+      return Status();
+    }
   }
-  wake_.notify_one();
+  queues_[level].push_back(std::move(job));
+  ++queued_;
+  wake_workers();
   return Status();
 }
 
@@ -288,8 +321,8 @@ void DynamicBatcher::worker(int instance) {
       lock.lock();
       continue;
     }
-    if (queued_ == 0) {
-      if (stopping_) return;
+    if (queued_ == 0 || busy_[static_cast<size_t>(instance)]) {
+      if (stopping_ && queued_ == 0) return;
       wake_.wait(lock);
       continue;
     }
@@ -310,13 +343,14 @@ void DynamicBatcher::worker(int instance) {
     for (const auto& [level, i] : picks) queues_[level].erase(queues_[level].begin() + i);
     queued_ -= jobs.size();
     running_ += jobs.size();
+    busy_[static_cast<size_t>(instance)] = 1;
     size_t n = jobs.size();
-    bool more = queued_ > 0;
-    lock.unlock();
     // The remaining jobs may form another batch for an idle instance.
-    if (more) wake_.notify_one();
+    if (queued_ > 0) wake_workers();
+    lock.unlock();
     execute(std::move(jobs), instance);
     lock.lock();
+    busy_[static_cast<size_t>(instance)] = 0;
     running_ -= n;
   }
 }

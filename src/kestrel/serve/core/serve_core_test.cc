@@ -260,6 +260,9 @@ struct FakeModel {
   std::chrono::milliseconds run_time{0};
   std::atomic<int> running{0};
   std::atomic<int> max_running{0};
+  std::vector<std::thread::id> threads;  // the thread each batch ran on
+  // When set, the first batch waits for it before answering.
+  std::shared_future<void> gate;
 
   BatchExecutor executor() {
     return
@@ -269,11 +272,15 @@ struct FakeModel {
           while (now > prev && !max_running.compare_exchange_weak(prev, now)) {
           }
           const Tensor& x = inputs.at("x");
+          bool first = false;
           {
             std::lock_guard lock(mutex);
+            first = batches.empty();
             batches.push_back(x.shape()[0]);
+            threads.push_back(std::this_thread::get_id());
           }
           std::this_thread::sleep_for(run_time);
+          if (first && gate.valid()) gate.wait();
           KS_ASSIGN_OR_RETURN(Tensor y, Tensor::allocate(DType::kFloat32, x.shape()));
           for (int64_t i = 0; i < x.num_elements(); ++i)
             y.data<float>()[i] = x.data<float>()[i] * 2;
@@ -601,6 +608,7 @@ TEST(DynamicBatcherTest, FullQueueAnswersUnavailableImmediately) {
   FakeModel model;
   model.run_time = 300ms;
   BatcherOptions o;
+  o.run_when_idle = false;  // a worker holds the first request while the test goes on
   o.max_batch_size = 1;
   o.dynamic_batching = true;
   o.max_queue_size = 2;
@@ -624,6 +632,7 @@ TEST(DynamicBatcherTest, TimedOutRequestAnswersUnavailable) {
   FakeModel model;
   model.run_time = 200ms;
   BatcherOptions o;
+  o.run_when_idle = false;  // a worker holds the first request while the test goes on
   o.max_batch_size = 1;
   o.dynamic_batching = true;
   o.default_timeout_us = 20000;
@@ -641,6 +650,7 @@ TEST(DynamicBatcherTest, CancelledRequestNeverRuns) {
   FakeModel model;
   model.run_time = 150ms;
   BatcherOptions o;
+  o.run_when_idle = false;  // a worker holds the first request while the test goes on
   o.max_batch_size = 1;
   o.dynamic_batching = true;
   auto b = DynamicBatcher::create(o, {"y"}, model.executor(), nullptr);
@@ -662,6 +672,7 @@ TEST(DynamicBatcherTest, HigherPriorityRunsFirst) {
   FakeModel model;
   model.run_time = 100ms;
   BatcherOptions o;
+  o.run_when_idle = false;  // a worker holds the first request while the test goes on
   o.max_batch_size = 1;
   o.dynamic_batching = true;
   o.priority_levels = 2;
@@ -694,6 +705,7 @@ TEST(DynamicBatcherTest, InstancesRunConcurrently) {
   FakeModel model;
   model.run_time = 100ms;
   BatcherOptions o;
+  o.run_when_idle = false;  // a worker holds the first request while the test goes on
   o.max_batch_size = 1;
   o.instance_count = 3;
   auto b = DynamicBatcher::create(o, {"y"}, model.executor(), nullptr);
@@ -702,6 +714,92 @@ TEST(DynamicBatcherTest, InstancesRunConcurrently) {
   for (int i = 0; i < 3; ++i) f.push_back(submit(**b, make_request(1)));
   for (auto& x : f) EXPECT_TRUE(x.get().ok());
   EXPECT_EQ(model.max_running.load(), 3);
+}
+
+// A request that finds the model idle runs on the caller's thread, its answer given before
+// enqueue() returns; one that finds a request running that way goes to a worker, on another
+// instance when one is free, and is not lost when none is.
+TEST(DynamicBatcherTest, IdleModelRunsTheRequestOnTheCallersThread) {
+  for (int instances : {1, 2}) {
+    SCOPED_TRACE(fmt::format("{} instances", instances));
+    FakeModel model;
+    std::promise<void> open;
+    model.gate = open.get_future().share();
+    BatcherOptions o;
+    o.max_batch_size = 4;
+    o.instance_count = instances;
+    auto b = DynamicBatcher::create(o, {"y"}, model.executor(), nullptr);
+    ASSERT_TRUE(b.ok());
+    // The first request runs on this helper thread and holds its instance until the gate opens.
+    std::promise<StatusOr<InferResponse>> answer;
+    std::future<StatusOr<InferResponse>> first = answer.get_future();
+    bool returned = false;  // set by the helper once enqueue() returned
+    std::thread caller([&] {
+      Status s = (*b)->enqueue(make_request(1), [&](StatusOr<InferResponse> r) {
+        EXPECT_FALSE(returned);
+        answer.set_value(std::move(r));
+      });
+      EXPECT_TRUE(s.ok()) << s;
+      returned = true;
+    });
+    while (model.running.load() == 0) std::this_thread::sleep_for(1ms);
+    auto second = submit(**b, make_request(2));
+    if (instances == 2) {
+      // The free instance's worker takes it while the first is still running.
+      EXPECT_EQ(second.wait_for(10s), std::future_status::ready);
+      EXPECT_EQ(first.wait_for(0s), std::future_status::timeout);
+    } else {
+      EXPECT_EQ(second.wait_for(50ms), std::future_status::timeout);
+    }
+    open.set_value();
+    caller.join();
+    ASSERT_TRUE(returned);
+    auto r1 = first.get(), r2 = second.get();
+    ASSERT_TRUE(r1.ok()) << r1.status();
+    ASSERT_TRUE(r2.ok()) << r2.status();
+    EXPECT_EQ(r1->outputs[0].tensor.data<float>()[0], 2.0f);
+    EXPECT_EQ(r2->outputs[0].tensor.data<float>()[0], 4.0f);
+    ASSERT_EQ(model.threads.size(), 2u);
+    EXPECT_NE(model.threads[1], model.threads[0]);  // the second ran on a worker
+    EXPECT_NE(model.threads[1], std::this_thread::get_id());
+  }
+  // A lone request on an idle model: this thread, answered before enqueue() returns.
+  FakeModel model;
+  BatcherOptions o;
+  o.max_batch_size = 4;
+  auto b = DynamicBatcher::create(o, {"y"}, model.executor(), nullptr);
+  ASSERT_TRUE(b.ok());
+  auto lone = submit(**b, make_request(3));
+  ASSERT_EQ(lone.wait_for(0s), std::future_status::ready);
+  EXPECT_TRUE(lone.get().ok());
+  EXPECT_EQ(model.threads, (std::vector<std::thread::id>{std::this_thread::get_id()}));
+}
+
+// A request that the batch rule would hold for company (a queue delay, no preferred size reached)
+// does not run on the caller's thread: it waits, and batches with the next one.
+TEST(DynamicBatcherTest, RequestWaitingForCompanyDoesNotRunOnTheCallersThread) {
+  FakeModel model;
+  BatcherOptions o;
+  o.max_batch_size = 4;
+  o.dynamic_batching = true;
+  o.max_queue_delay_us = 10'000'000;
+  o.preferred_batch_sizes = {2};
+  auto b = DynamicBatcher::create(o, {"y"}, model.executor(), nullptr);
+  ASSERT_TRUE(b.ok());
+  auto f1 = submit(**b, make_request(1));
+  EXPECT_EQ(f1.wait_for(20ms), std::future_status::timeout);
+  auto f2 = submit(**b, make_request(2));  // with it, a preferred size: they run together
+  ASSERT_TRUE(f1.get().ok());
+  ASSERT_TRUE(f2.get().ok());
+  // A preferred size on its own runs at once, here (once the worker is done with the batch).
+  while ((*b)->pending() > 0) std::this_thread::sleep_for(1ms);
+  auto f3 = submit(**b, make_request(3, 2));
+  ASSERT_EQ(f3.wait_for(0s), std::future_status::ready);
+  ASSERT_TRUE(f3.get().ok());
+  EXPECT_EQ(model.batches, (std::vector<int64_t>{2, 2}));
+  ASSERT_EQ(model.threads.size(), 2u);
+  EXPECT_NE(model.threads[0], std::this_thread::get_id());
+  EXPECT_EQ(model.threads[1], std::this_thread::get_id());
 }
 
 TEST(DynamicBatcherTest, RecordsStatisticsAndMetrics) {
