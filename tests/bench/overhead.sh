@@ -22,7 +22,7 @@ trap 'kill $FP; rm -rf "$WORK"' EXIT
 for _ in $(seq 100); do [ -s "$WORK/ports" ] && break; sleep 0.05; done
 read -r _ GRPC < "$WORK/ports"
 TIMEFORMAT="  client CPU: user %U s, sys %S s, wall %R s"
-for c in 16 32 64; do
+for c in ${CONCURRENCIES:-16 32 64}; do
   before=$(cpu $FP)
   time $RUN "$KESTREL" bench -m fake -i grpc -u 127.0.0.1:$GRPC --concurrency-range $c \
     -p 2000 -r 3 -s 30 --no-progress | tail -1

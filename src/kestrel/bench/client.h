@@ -7,10 +7,12 @@
 //
 // Thread safety: connect() may be called from several threads once prepare() returned; the other
 // methods of a Client are called from one thread (the load generator's coordinator). A Connection
-// belongs to one thread.
+// has one call in flight at a time: call() from one thread, or a chain of start()s each begun
+// after the previous one's `done`.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -82,9 +84,17 @@ struct CallResult {
 
 class Connection {
  public:
+  using CallDone = std::function<void(CallResult)>;
   virtual ~Connection() = default;
   // Sends prepared sample `index` (modulo the number prepared) and waits for the answer.
   virtual CallResult call(size_t index) = 0;
+  // Whether start() returns before the answer (gRPC): the load generator then chains each
+  // concurrent slot's requests from the answers' callbacks instead of running a thread per slot.
+  virtual bool asynchronous() const { return false; }
+  // Sends sample `index` and calls `done` once with the result: on one of the transport's threads
+  // when asynchronous(), which may start the connection's next call from there; else here, before
+  // returning. One call at a time per Connection.
+  virtual void start(size_t index, CallDone done) { done(call(index)); }
 };
 
 enum class TensorFormat { kBinary, kJson };

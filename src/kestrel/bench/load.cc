@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <mutex>
 #include <thread>
 
@@ -48,12 +49,31 @@ class PointRun {
     logs_ = std::vector<WorkerLog>(workers);
     start_ = Clock::now();
     std::vector<std::thread> threads;
-    for (int i = 0; i < workers; ++i) {
-      threads.emplace_back([this, i, c = connections[i].get()] { work(i, *c); });
+    // Closed loop over an asynchronous transport: each slot's next request leaves from the
+    // previous one's answer, on the transport's threads.
+    const bool chained = mode_ == LoadMode::kConcurrency && connections[0]->asynchronous();
+    if (chained) {
+      slots_ = std::vector<Slot>(workers);
+      in_flight_ = workers;
+      for (int i = 0; i < workers; ++i) slots_[i].connection = connections[i].get();
+      // From a thread of its own: a transport that fails a call at once (a server that went
+      // away) may answer on the thread that started it, which then carries that slot's chain
+      // until stop_.
+      threads.emplace_back([this, workers] {
+        for (int i = 0; i < workers; ++i) send(i);
+      });
+    } else {
+      for (int i = 0; i < workers; ++i) {
+        threads.emplace_back([this, i, c = connections[i].get()] { work(i, *c); });
+      }
     }
     PointResult result = measure(progress);
     stop_ = true;
     for (std::thread& t : threads) t.join();
+    if (chained) {
+      std::unique_lock lock(in_flight_mu_);
+      in_flight_cv_.wait(lock, [this] { return in_flight_ == 0; });
+    }
     std::lock_guard lock(answers_mu_);
     result.answers = std::move(answers_);
     return result;
@@ -64,8 +84,39 @@ class PointRun {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start_).count();
   }
 
+  // Chained closed loop: slot `slot` sends its next request.
+  void send(int slot) {
+    Slot& s = slots_[slot];
+    s.sample = next_sample_.fetch_add(1);
+    s.start_ns = now_ns();
+    s.connection->start(s.sample, [this, slot](CallResult c) { answered(slot, std::move(c)); });
+  }
+
+  void answered(int slot, CallResult c) {
+    const Slot& s = slots_[slot];
+    Record r;
+    r.start_ns = s.start_ns;
+    r.end_ns = now_ns();
+    file(slot, s.sample, std::move(r), std::move(c));
+    if (!stop_) return send(slot);
+    std::lock_guard lock(in_flight_mu_);
+    if (--in_flight_ == 0) in_flight_cv_.notify_all();
+  }
+
+  // Files the result `c` of sample `sample` (`r` has its start and end) in log `log`.
+  void file(int log, size_t sample, Record r, CallResult c) {
+    r.send_ns = c.send_ns;
+    r.recv_ns = c.recv_ns;
+    r.status = std::move(c.status);
+    if (options_.keep_answers && r.status.ok()) {
+      std::lock_guard lock(answers_mu_);
+      answers_.try_emplace(sample, std::move(c.body));
+    }
+    std::lock_guard lock(logs_[log].mu);
+    logs_[log].records.push_back(std::move(r));
+  }
+
   void work(int worker, Connection& connection) {
-    WorkerLog& log = logs_[worker];
     while (!stop_) {
       Record r;
       size_t sample = 0;
@@ -88,15 +139,7 @@ class PointRun {
       }
       CallResult c = connection.call(sample);
       r.end_ns = now_ns();
-      r.send_ns = c.send_ns;
-      r.recv_ns = c.recv_ns;
-      r.status = std::move(c.status);
-      if (options_.keep_answers && r.status.ok()) {
-        std::lock_guard lock(answers_mu_);
-        answers_.try_emplace(sample, std::move(c.body));
-      }
-      std::lock_guard lock(log.mu);
-      log.records.push_back(std::move(r));
+      file(worker, sample, std::move(r), std::move(c));
     }
   }
 
@@ -225,6 +268,16 @@ class PointRun {
   std::mutex schedule_mu_;
   ArrivalSchedule schedule_;
   std::vector<WorkerLog> logs_;
+  // Chained closed loop: one slot per concurrent request, and how many are still running.
+  struct Slot {
+    Connection* connection = nullptr;
+    size_t sample = 0;
+    int64_t start_ns = 0;
+  };
+  std::vector<Slot> slots_;
+  std::mutex in_flight_mu_;
+  std::condition_variable in_flight_cv_;
+  int in_flight_ = 0;
   bool stats_failed_ = false;
   std::mutex answers_mu_;
   std::map<size_t, std::string> answers_;

@@ -1,5 +1,6 @@
-// The load generator: closed-loop concurrency (a worker per concurrent request, each sending its
-// next request as soon as the previous one is answered) and open-loop request rates (requests
+// The load generator: closed-loop concurrency (a slot per concurrent request, each sending its
+// next request as soon as the previous one is answered: from the answer's callback over an
+// asynchronous transport (gRPC), else on a thread of its own) and open-loop request rates (requests
 // sent on a Poisson or constant schedule whatever the server does, latency measured from the
 // scheduled time so that coordinated omission cannot hide a stall).
 //

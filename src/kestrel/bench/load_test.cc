@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 namespace kestrel::bench {
@@ -14,6 +16,8 @@ namespace {
 // fails; one request, the `stall_at`-th, takes `stall` instead.
 struct FakeServer {
   std::chrono::microseconds service{1000};
+  // Connections answer start() on a thread of their own, as gRPC's do.
+  bool asynchronous = false;
   int fail_every = 0;
   int stall_at = -1;
   std::chrono::milliseconds stall{0};
@@ -22,7 +26,28 @@ struct FakeServer {
 
 class FakeConnection : public Connection {
  public:
-  explicit FakeConnection(FakeServer& server) : server_(server) {}
+  explicit FakeConnection(FakeServer& server) : server_(server) {
+    if (server_.asynchronous) transport_ = std::thread([this] { answer(); });
+  }
+  ~FakeConnection() override {
+    if (!transport_.joinable()) return;
+    {
+      std::lock_guard lock(mu_);
+      closing_ = true;
+    }
+    cv_.notify_one();
+    transport_.join();
+  }
+
+  bool asynchronous() const override { return server_.asynchronous; }
+  void start(size_t index, CallDone done) override {
+    if (!server_.asynchronous) return done(call(index));
+    std::lock_guard lock(mu_);
+    EXPECT_FALSE(pending_) << "two calls in flight on one connection";
+    pending_ = std::move(done);
+    cv_.notify_one();
+  }
+
   CallResult call(size_t) override {
     const int n = server_.calls.fetch_add(1);
     std::this_thread::sleep_for(n == server_.stall_at ? std::chrono::microseconds(server_.stall)
@@ -35,7 +60,26 @@ class FakeConnection : public Connection {
   }
 
  private:
+  // The transport's thread: answers each start() after the service time.
+  void answer() {
+    std::unique_lock lock(mu_);
+    while (true) {
+      cv_.wait(lock, [this] { return closing_ || pending_; });
+      if (!pending_) return;
+      CallDone done = std::move(pending_);
+      pending_ = nullptr;
+      lock.unlock();
+      done(call(0));  // may start the next call, from here
+      lock.lock();
+    }
+  }
+
   FakeServer& server_;
+  std::thread transport_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  CallDone pending_;
+  bool closing_ = false;
 };
 
 class FakeClient : public Client {
@@ -60,8 +104,15 @@ class FakeClient : public Client {
   FakeServer& server_;
 };
 
-TEST(RunPoint, ClosedLoopThroughputFollowsConcurrency) {
+// Every closed-loop test runs over a blocking transport (a thread per slot) and an asynchronous
+// one (each slot's requests chained from the answers' callbacks).
+class RunPoint : public ::testing::TestWithParam<bool> {};
+INSTANTIATE_TEST_SUITE_P(Transports, RunPoint, ::testing::Values(false, true),
+                         [](const auto& p) { return p.param ? "Chained" : "Threads"; });
+
+TEST_P(RunPoint, ClosedLoopThroughputFollowsConcurrency) {
   FakeServer server;
+  server.asynchronous = GetParam();
   server.service = std::chrono::microseconds(2000);
   FakeClient client(server);
   LoadOptions o;
@@ -83,8 +134,9 @@ TEST(RunPoint, ClosedLoopThroughputFollowsConcurrency) {
   EXPECT_GT(r->summary.server->success_count, 0);
 }
 
-TEST(RunPoint, ErrorsAreCountedWithTheirMessage) {
+TEST_P(RunPoint, ErrorsAreCountedWithTheirMessage) {
   FakeServer server;
+  server.asynchronous = GetParam();
   server.fail_every = 4;
   FakeClient client(server);
   LoadOptions o;
@@ -99,8 +151,9 @@ TEST(RunPoint, ErrorsAreCountedWithTheirMessage) {
   EXPECT_NEAR(static_cast<double>(m.errors) / (m.errors + m.requests), 0.25, 0.05);
 }
 
-TEST(RunPoint, UnstableLoadStopsAtMaxTrials) {
+TEST_P(RunPoint, UnstableLoadStopsAtMaxTrials) {
   FakeServer server;
+  server.asynchronous = GetParam();
   FakeClient client(server);
   LoadOptions o;
   o.measurement_interval_ms = 50;
@@ -112,7 +165,7 @@ TEST(RunPoint, UnstableLoadStopsAtMaxTrials) {
   EXPECT_EQ(r->windows.size(), 4u);
 }
 
-TEST(RunPoint, OpenLoopRateIsKept) {
+TEST(RunPointOpenLoop, RateIsKept) {
   FakeServer server;
   FakeClient client(server);
   LoadOptions o;
@@ -127,7 +180,7 @@ TEST(RunPoint, OpenLoopRateIsKept) {
   EXPECT_LT(r->summary.latency.p50_ns, 20'000'000);
 }
 
-TEST(RunPoint, OpenLoopLatencyIsFreeOfCoordinatedOmission) {
+TEST(RunPointOpenLoop, LatencyIsFreeOfCoordinatedOmission) {
   // One worker, 100 requests/s, 1 ms service time, and one request stalled for 300 ms. A
   // closed-loop view would see one slow request; the requests scheduled during the stall waited
   // too, so about 30 requests (10% of three windows at least) have latencies above 100 ms.
