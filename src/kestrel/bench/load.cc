@@ -49,28 +49,38 @@ class PointRun {
     logs_ = std::vector<WorkerLog>(workers);
     start_ = Clock::now();
     std::vector<std::thread> threads;
-    // Closed loop over an asynchronous transport: each slot's next request leaves from the
-    // previous one's answer, on the transport's threads.
-    const bool chained = mode_ == LoadMode::kConcurrency && connections[0]->asynchronous();
-    if (chained) {
+    // Over an asynchronous transport no thread waits for an answer. Closed loop: each slot's
+    // next request leaves from the previous one's answer, on the transport's threads. Open loop:
+    // one thread sends each request at its scheduled time on a free connection.
+    const bool asynchronous = connections[0]->asynchronous();
+    if (asynchronous) {
       slots_ = std::vector<Slot>(workers);
-      in_flight_ = workers;
       for (int i = 0; i < workers; ++i) slots_[i].connection = connections[i].get();
+    }
+    if (asynchronous && mode_ == LoadMode::kConcurrency) {
+      in_flight_ = workers;
       // From a thread of its own: a transport that fails a call at once (a server that went
       // away) may answer on the thread that started it, which then carries that slot's chain
       // until stop_.
       threads.emplace_back([this, workers] {
         for (int i = 0; i < workers; ++i) send(i);
       });
+    } else if (asynchronous) {
+      for (int i = workers - 1; i >= 0; --i) free_.push_back(i);
+      threads.emplace_back([this] { dispatch(); });
     } else {
       for (int i = 0; i < workers; ++i) {
         threads.emplace_back([this, i, c = connections[i].get()] { work(i, *c); });
       }
     }
     PointResult result = measure(progress);
-    stop_ = true;
+    {
+      std::lock_guard lock(in_flight_mu_);  // the dispatcher may be waiting for a connection
+      stop_ = true;
+    }
+    in_flight_cv_.notify_all();
     for (std::thread& t : threads) t.join();
-    if (chained) {
+    {
       std::unique_lock lock(in_flight_mu_);
       in_flight_cv_.wait(lock, [this] { return in_flight_ == 0; });
     }
@@ -101,6 +111,57 @@ class PointRun {
     if (!stop_) return send(slot);
     std::lock_guard lock(in_flight_mu_);
     if (--in_flight_ == 0) in_flight_cv_.notify_all();
+  }
+
+  // Open loop over an asynchronous transport: sends each request at its scheduled time on a free
+  // connection (waiting for one when every connection has a request in flight: the request is
+  // then late, and its latency still counts from the scheduled time).
+  void dispatch() {
+    while (!stop_) {
+      const int64_t at = schedule_.next_ns();
+      const size_t sample = next_sample_++;
+      // Sleep while the time is far, then yield: a sleep overshoots by tens of microseconds,
+      // more than the gap between requests at tens of thousands per second.
+      while (!stop_) {
+        const int64_t left = at - now_ns();
+        if (left <= 0) break;
+        if (left > 200'000) {
+          std::this_thread::sleep_for(std::chrono::nanoseconds(std::min<int64_t>(
+              left - 100'000, 50'000'000)));  // short steps: stopping stays prompt
+        } else {
+          std::this_thread::yield();
+        }
+      }
+      int slot = 0;
+      {
+        std::unique_lock lock(in_flight_mu_);
+        in_flight_cv_.wait(lock, [this] { return stop_ || !free_.empty(); });
+        if (stop_) return;
+        slot = free_.back();
+        free_.pop_back();
+        ++in_flight_;
+      }
+      Slot& s = slots_[slot];
+      s.sample = sample;
+      s.start_ns = at;
+      s.late = now_ns() - at > 1'000'000;
+      s.connection->start(sample, [this, slot](CallResult c) { returned(slot, std::move(c)); });
+    }
+  }
+
+  void returned(int slot, CallResult c) {
+    const Slot& s = slots_[slot];
+    Record r;
+    r.start_ns = s.start_ns;
+    r.end_ns = now_ns();
+    r.late = s.late;
+    file(slot, s.sample, std::move(r), std::move(c));
+    {
+      std::lock_guard lock(in_flight_mu_);
+      free_.push_back(slot);
+      --in_flight_;
+    }
+    in_flight_cv_.notify_all();
   }
 
   // Files the result `c` of sample `sample` (`r` has its start and end) in log `log`.
@@ -268,15 +329,18 @@ class PointRun {
   std::mutex schedule_mu_;
   ArrivalSchedule schedule_;
   std::vector<WorkerLog> logs_;
-  // Chained closed loop: one slot per concurrent request, and how many are still running.
+  // Over an asynchronous transport: a slot per connection with its request in flight, the free
+  // ones (open loop), and how many requests are in flight.
   struct Slot {
     Connection* connection = nullptr;
     size_t sample = 0;
     int64_t start_ns = 0;
+    bool late = false;
   };
   std::vector<Slot> slots_;
   std::mutex in_flight_mu_;
   std::condition_variable in_flight_cv_;
+  std::vector<int> free_;
   int in_flight_ = 0;
   bool stats_failed_ = false;
   std::mutex answers_mu_;

@@ -2,7 +2,8 @@
 // next request as soon as the previous one is answered: from the answer's callback over an
 // asynchronous transport (gRPC), else on a thread of its own) and open-loop request rates (requests
 // sent on a Poisson or constant schedule whatever the server does, latency measured from the
-// scheduled time so that coordinated omission cannot hide a stall).
+// scheduled time so that coordinated omission cannot hide a stall; over an asynchronous transport
+// one thread sends them all, else each of max_threads workers sends its next one).
 //
 // One load level ("point") is measured in windows of --measurement-interval: a warm-up window is
 // discarded, then windows are repeated until three consecutive ones agree within
@@ -37,7 +38,8 @@ struct LoadOptions {
   double percentile = -1;
   // Inferences per request (-b), for inferences per second.
   int64_t batch_size = 1;
-  // Open loop: the arrival process, its seed, and how many workers may have requests in flight.
+  // Open loop: the arrival process, its seed, and how many requests may be in flight (one per
+  // connection; a thread per connection over a blocking transport).
   Distribution distribution = Distribution::kPoisson;
   uint64_t seed = 1;
   int max_threads = 16;

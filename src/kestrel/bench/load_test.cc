@@ -104,11 +104,11 @@ class FakeClient : public Client {
   FakeServer& server_;
 };
 
-// Every closed-loop test runs over a blocking transport (a thread per slot) and an asynchronous
-// one (each slot's requests chained from the answers' callbacks).
+// Every test runs over a blocking transport (a thread per slot) and an asynchronous one (closed
+// loop: each slot's requests chained from the answers' callbacks; open loop: one thread sends).
 class RunPoint : public ::testing::TestWithParam<bool> {};
 INSTANTIATE_TEST_SUITE_P(Transports, RunPoint, ::testing::Values(false, true),
-                         [](const auto& p) { return p.param ? "Chained" : "Threads"; });
+                         [](const auto& p) { return p.param ? "Asynchronous" : "Threads"; });
 
 TEST_P(RunPoint, ClosedLoopThroughputFollowsConcurrency) {
   FakeServer server;
@@ -165,8 +165,9 @@ TEST_P(RunPoint, UnstableLoadStopsAtMaxTrials) {
   EXPECT_EQ(r->windows.size(), 4u);
 }
 
-TEST(RunPointOpenLoop, RateIsKept) {
+TEST_P(RunPoint, OpenLoopRateIsKept) {
   FakeServer server;
+  server.asynchronous = GetParam();
   FakeClient client(server);
   LoadOptions o;
   o.measurement_interval_ms = 300;
@@ -180,13 +181,14 @@ TEST(RunPointOpenLoop, RateIsKept) {
   EXPECT_LT(r->summary.latency.p50_ns, 20'000'000);
 }
 
-TEST(RunPointOpenLoop, LatencyIsFreeOfCoordinatedOmission) {
+TEST_P(RunPoint, OpenLoopLatencyIsFreeOfCoordinatedOmission) {
   // One worker, 100 requests/s, 1 ms service time, and one request stalled for 300 ms. A
   // closed-loop view would see one slow request; the requests scheduled during the stall waited
   // too, so about 30 requests (10% of three windows at least) have latencies above 100 ms.
   FakeServer server;
   server.stall_at = 30;  // after the 300 ms warm-up, inside the first window
   server.stall = std::chrono::milliseconds(300);
+  server.asynchronous = GetParam();
   FakeClient client(server);
   LoadOptions o;
   o.measurement_interval_ms = 300;

@@ -406,7 +406,9 @@ void add_bench_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--percentile", o->percentile,
                   "Judge stability and report on this latency percentile (default: the mean)");
-  cmd->add_option("--max-threads", o->max_threads, "Workers of open-loop runs")
+  cmd->add_option("--max-threads", o->max_threads,
+                  "Requests in flight at most in open-loop runs (one connection each; over HTTP a "
+                  "thread each)")
       ->capture_default_str();
   cmd->add_option("--grpc-channels", o->grpc_channels,
                   "gRPC connections shared by the workers (0: one per worker)")
