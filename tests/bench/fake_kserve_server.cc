@@ -44,6 +44,7 @@ struct Options {
   // defaults (1 and 2) make the server, not the load generator, the limit of the bench's
   // overhead test (tests/bench/overhead.sh).
   int grpc_cqs = 1, grpc_max_pollers = 64;
+  bool grpc_callback = false;
 };
 
 struct State {
@@ -145,9 +146,10 @@ void serve_connection(State& s, tcp::socket socket) {
   socket.shutdown(tcp::socket::shutdown_send, ec);
 }
 
-class GrpcService final : public inference::GRPCInferenceService::Service {
+class GrpcService : public inference::GRPCInferenceService::Service {
  public:
-  explicit GrpcService(State& s) : s_(s) {}
+  explicit GrpcService(State* s = nullptr) : s_(s) {}
+  void set_state(State* s) { s_ = s; }
   grpc::Status ServerReady(grpc::ServerContext*, const inference::ServerReadyRequest*,
                            inference::ServerReadyResponse* r) override {
     r->set_ready(true);
@@ -169,7 +171,7 @@ class GrpcService final : public inference::GRPCInferenceService::Service {
                                inference::ModelStatisticsResponse* r) override {
     auto* m = r->add_model_stats();
     m->set_name("fake");
-    const uint64_t n = s_.success, ns = s_.compute_ns;
+    const uint64_t n = s_->success, ns = s_->compute_ns;
     m->set_inference_count(n);
     m->mutable_inference_stats()->mutable_success()->set_count(n);
     m->mutable_inference_stats()->mutable_success()->set_ns(ns);
@@ -181,18 +183,38 @@ class GrpcService final : public inference::GRPCInferenceService::Service {
   }
   grpc::Status ModelInfer(grpc::ServerContext*, const inference::ModelInferRequest* q,
                           inference::ModelInferResponse* r) override {
+    return answer(q, r);
+  }
+
+ protected:
+  grpc::Status answer(const inference::ModelInferRequest* q, inference::ModelInferResponse* r) {
     if (q->inputs_size() != 1 || q->raw_input_contents_size() != 1 ||
         q->raw_input_contents(0).size() % 16 != 0) {
       return {grpc::StatusCode::INVALID_ARGUMENT, "malformed inference request"};
     }
-    if (!infer(s_)) return {grpc::StatusCode::UNAVAILABLE, "injected failure"};
+    if (!infer(*s_)) return {grpc::StatusCode::UNAVAILABLE, "injected failure"};
     r->set_model_name("fake");
     r->add_raw_output_contents(std::string(16, '\0'));
     return grpc::Status::OK;
   }
 
  private:
-  State& s_;
+  State* s_;
+};
+
+// --grpc-callback: ModelInfer on gRPC's callback API (as kestrel serve has it), answered in the
+// handler; to tell that API's cost from the synchronous one's.
+class CallbackGrpcService final
+    : public inference::GRPCInferenceService::WithCallbackMethod_ModelInfer<GrpcService> {
+ public:
+  explicit CallbackGrpcService(State& s) { set_state(&s); }
+  grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* ctx,
+                                       const inference::ModelInferRequest* q,
+                                       inference::ModelInferResponse* r) override {
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    reactor->Finish(answer(q, r));
+    return reactor;
+  }
 };
 
 // /detect answers for every image of --images: its labels in pixels, score 0.9.
@@ -236,16 +258,22 @@ int main(int argc, char** argv) {
   app.add_option("--startup-ms", o.startup_ms, "Sleep before listening (cold-start tests)");
   app.add_option("--grpc-cqs", o.grpc_cqs, "gRPC completion queues");
   app.add_option("--grpc-max-pollers", o.grpc_max_pollers, "gRPC polling threads at most");
+  app.add_flag("--grpc-callback", o.grpc_callback, "ModelInfer on gRPC's callback API");
   CLI11_PARSE(app, argc, argv);
   std::this_thread::sleep_for(std::chrono::milliseconds(o.startup_ms));
   load_answers(state);
 
-  GrpcService service(state);
+  GrpcService sync_service(&state);
+  CallbackGrpcService callback_service(state);
   grpc::ServerBuilder builder;
   int grpc_port = 0;
   builder.AddListeningPort(fmt::format("127.0.0.1:{}", o.grpc_port),
                            grpc::InsecureServerCredentials(), &grpc_port);
-  builder.RegisterService(&service);
+  if (o.grpc_callback) {
+    builder.RegisterService(&callback_service);
+  } else {
+    builder.RegisterService(&sync_service);
+  }
   builder.SetSyncServerOption(grpc::ServerBuilder::NUM_CQS, o.grpc_cqs);
   builder.SetSyncServerOption(grpc::ServerBuilder::MAX_POLLERS, o.grpc_max_pollers);
   std::unique_ptr<grpc::Server> grpc_frontend = builder.BuildAndStart();

@@ -67,7 +67,7 @@ class PointRun {
       });
     } else if (asynchronous) {
       for (int i = workers - 1; i >= 0; --i) free_.push_back(i);
-      threads.emplace_back([this] { dispatch(); });
+      for (int i = 0; i < dispatchers(workers); ++i) threads.emplace_back([this] { dispatch(); });
     } else {
       for (int i = 0; i < workers; ++i) {
         threads.emplace_back([this, i, c = connections[i].get()] { work(i, *c); });
@@ -113,13 +113,26 @@ class PointRun {
     if (--in_flight_ == 0) in_flight_cv_.notify_all();
   }
 
-  // Open loop over an asynchronous transport: sends each request at its scheduled time on a free
-  // connection (waiting for one when every connection has a request in flight: the request is
-  // then late, and its latency still counts from the scheduled time).
+  // Open loop over an asynchronous transport: the threads that send, in turns. The send is
+  // gRPC's work on the calling thread, and one thread sent 39,000 of 50,000 requests/s asked on
+  // the H100 machine; a quarter of the cores, at most 8 and no more than the connections.
+  static int dispatchers(int connections) {
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    return std::clamp(cores / 4, 1, std::min(8, connections));
+  }
+
+  // One dispatcher: takes the next scheduled request, sends it at its time on a free connection
+  // (waiting for one when every connection has a request in flight: the request is then late,
+  // and its latency still counts from the scheduled time).
   void dispatch() {
     while (!stop_) {
-      const int64_t at = schedule_.next_ns();
-      const size_t sample = next_sample_++;
+      int64_t at = 0;
+      size_t sample = 0;
+      {
+        std::lock_guard lock(schedule_mu_);
+        at = schedule_.next_ns();
+        sample = next_sample_++;
+      }
       // Sleep while the time is far, then yield: a sleep overshoots by tens of microseconds,
       // more than the gap between requests at tens of thousands per second.
       while (!stop_) {

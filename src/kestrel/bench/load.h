@@ -3,7 +3,7 @@
 // asynchronous transport (gRPC), else on a thread of its own) and open-loop request rates (requests
 // sent on a Poisson or constant schedule whatever the server does, latency measured from the
 // scheduled time so that coordinated omission cannot hide a stall; over an asynchronous transport
-// one thread sends them all, else each of max_threads workers sends its next one).
+// a few threads send them in turns, else each of max_threads workers sends its next one).
 //
 // One load level ("point") is measured in windows of --measurement-interval: a warm-up window is
 // discarded, then windows are repeated until three consecutive ones agree within

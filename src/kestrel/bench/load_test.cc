@@ -105,7 +105,7 @@ class FakeClient : public Client {
 };
 
 // Every test runs over a blocking transport (a thread per slot) and an asynchronous one (closed
-// loop: each slot's requests chained from the answers' callbacks; open loop: one thread sends).
+// loop: each slot's requests chained from the answers' callbacks; open loop: a few threads send).
 class RunPoint : public ::testing::TestWithParam<bool> {};
 INSTANTIATE_TEST_SUITE_P(Transports, RunPoint, ::testing::Values(false, true),
                          [](const auto& p) { return p.param ? "Asynchronous" : "Threads"; });
