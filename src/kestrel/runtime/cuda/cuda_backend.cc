@@ -1,13 +1,16 @@
 #include "kestrel/runtime/cuda/cuda_backend.h"
 
 #include <cudnn.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <vector>
 
+#include "kestrel/base/logging.h"
 #include "kestrel/runtime/cuda/cuda_check.h"
 #include "kestrel/runtime/cuda/cuda_kernels.h"
 
@@ -89,27 +92,47 @@ class CudaGraph final : public Recording {
   cudaGraphExec_t exec_;
 };
 
-// Pinned host buffers, reused: cudaMallocHost costs milliseconds, so freed buffers wait in a free
-// list (by size class) for the next request instead of going back to the driver. Bounded: beyond
-// kMaxCachedBytes, freed buffers are released.
+// Pinned host buffers, reused: cudaMallocHost costs milliseconds (a 320 MiB buffer, one batch of
+// 32 of yolov5n's float32 raw outputs, hundreds of them), so freed buffers wait in a free list (by
+// size class) for the next request instead of going back to the driver. Bounded: beyond
+// max_cached_bytes(), freed buffers are released.
+//
+// The bound must hold what is in flight at once: each instance's batch, and the batches whose
+// outputs are still being sent (a response holds its rows of the batch's buffer). With 2 GiB and
+// power-of-two classes, yolov5n at concurrency 64 (512 MiB outputs + 256 MiB inputs per batch of
+// 32) went past it, and every batch paid cudaMallocHost and cudaFreeHost: 100 inferences/s
+// instead of 1,400 (docs/benchmarks/2026-11-22-h100-idle-requests-and-async-bench.md).
 class PinnedPool : public std::enable_shared_from_this<PinnedPool> {
  public:
-  static constexpr size_t kMaxCachedBytes = size_t{2} << 30;
+  // An eighth of the host's memory, between 2 and 16 GiB.
+  static size_t max_cached_bytes() {
+    static const size_t bytes = [] {
+      const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+      const size_t total = pages > 0 && page > 0 ? static_cast<size_t>(pages) * page : 0;
+      return std::clamp(total / 8, size_t{2} << 30, size_t{16} << 30);
+    }();
+    return bytes;
+  }
 
   StatusOr<std::shared_ptr<void>> get(size_t bytes) {
     const size_t size = size_class(bytes);
     {
+      // The smallest free buffer of this class or a larger one up to twice the size: batches of
+      // several sizes then share buffers instead of each size pinning its own.
       std::lock_guard<std::mutex> lock(mutex_);
-      auto it = free_.find(size);
-      if (it != free_.end() && !it->second.empty()) {
+      for (auto it = free_.lower_bound(size); it != free_.end() && it->first <= 2 * size; ++it) {
+        if (it->second.empty()) continue;
         void* p = it->second.back();
         it->second.pop_back();
-        cached_bytes_ -= size;
-        return wrap(p, size);
+        cached_bytes_ -= it->first;
+        return wrap(p, it->first);
       }
     }
     void* p = nullptr;
     KS_CUDA_HOST_ALLOC_RETURN_IF_ERROR(cudaMallocHost(&p, size), size);
+    log::debug("pinned host memory: {:.1f} MiB allocated ({:.1f} MiB cached)",
+               static_cast<double>(size) / (1 << 20),
+               static_cast<double>(cached_bytes()) / (1 << 20));
     return wrap(p, size);
   }
 
@@ -120,11 +143,21 @@ class PinnedPool : public std::enable_shared_from_this<PinnedPool> {
   }
 
  private:
-  // Powers of two from 64 KiB: at most 2x waste, few classes.
+  // From 64 KiB, four classes per power of two (at most 25% waste; powers of two alone made a
+  // 262 MiB batch output take 512 MiB).
   static size_t size_class(size_t bytes) {
     size_t s = size_t{64} << 10;
     while (s < bytes) s <<= 1;
-    return s;
+    if (s == size_t{64} << 10) return s;
+    const size_t step = s / 8;
+    size_t c = s / 2 + step;
+    while (c < bytes) c += step;
+    return c;
+  }
+
+  size_t cached_bytes() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return cached_bytes_;
   }
 
   std::shared_ptr<void> wrap(void* p, size_t size) {
@@ -132,7 +165,7 @@ class PinnedPool : public std::enable_shared_from_this<PinnedPool> {
     return std::shared_ptr<void>(p, [pool, size](void* q) {
       if (auto self = pool.lock()) {
         std::lock_guard<std::mutex> lock(self->mutex_);
-        if (self->cached_bytes_ + size <= kMaxCachedBytes) {
+        if (self->cached_bytes_ + size <= max_cached_bytes()) {
           self->free_[size].push_back(q);
           self->cached_bytes_ += size;
           return;
