@@ -126,8 +126,10 @@ std::string format_tick(double v) {
   return fmt::format("{:g}", v);
 }
 
+// Twelve distinct colors: the paper's report overlays ten runs.
 constexpr const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e",
-                                   "#9467bd", "#8c564b", "#e377c2", "#17becf"};
+                                   "#9467bd", "#8c564b", "#e377c2", "#17becf",
+                                   "#bcbd22", "#7f7f7f", "#222222", "#006d5b"};
 
 struct Line {
   std::string label;
