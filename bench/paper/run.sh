@@ -11,8 +11,9 @@
 # for yolov5n (real weights) and yolov5s (random weights; its model file is exported in float16, and
 # the float32 settings compute in float32 behind its float16 inputs and outputs: the builder
 # converts it). Each setting gets its own model repository and server; `kestrel bench`
-# sweeps the concurrency over gRPC with raw tensors, and over HTTP /detect with JPEGs for
-# gpu-fp16-db. Every run writes CSV and JSON; one HTML report overlays them.
+# sweeps the concurrency over gRPC and over HTTP with raw tensors (HTTP: the binary-data
+# extension), and over HTTP /detect with JPEGs for gpu-fp16-db. Every run writes CSV and JSON; one
+# HTML report overlays them.
 #
 # Last, the cold start of each GPU setting: `kestrel bench --cold-start -- kestrel serve ...` times
 # process start -> ready -> first answer with an empty engine cache (the engine is built) and again
@@ -21,7 +22,8 @@
 #   bench/paper/run.sh KESTREL MODELS_DIR IMAGES_DIR OUT_DIR [quick|cold]
 #   (quick: fewer concurrency levels; cold: only the cold starts. scripts/gpu-check.sh runs it from
 #   the GPU bundle: RUN is the bundle's runner. PAPER_MODELS="yolov5n" runs one model only, for
-#   splitting the experiment over several sessions; `kestrel bench report` overlays the JSONs.)
+#   splitting the experiment over several sessions; `kestrel bench report` overlays the JSONs.
+#   PAPER_COLD=no leaves out the cold starts.)
 set -uo pipefail
 kestrel=$1 models=$2 images=$3 out=$4 mode=${5:-}
 run=${RUN:-}
@@ -118,6 +120,7 @@ for model in "$models/yolov5n.onnx" "$models/yolov5s-randw-fp16.onnx"; do
     range=$levels
     [ "$setting" = cpu-fp32 ] && range=1:4:x2
     bench_setting "$name-grpc" "$stem" grpc "$range"
+    bench_setting "$name-http" "$stem" http "$range"
     if [ "$setting" = gpu-fp16-db ]; then
       bench_setting "$name-http-detect" "$stem" http "$range" --images "$images"
     fi
@@ -125,4 +128,4 @@ for model in "$models/yolov5n.onnx" "$models/yolov5s-randw-fp16.onnx"; do
   done
 done
 $run "$kestrel" bench report "$out/paper.html" "$out"/*.json && echo "report: $out/paper.html"
-cold_starts
+[ "${PAPER_COLD:-yes}" = no ] || cold_starts

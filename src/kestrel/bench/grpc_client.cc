@@ -1,6 +1,7 @@
-// The gRPC KServe v2 client (inference.GRPCInferenceService, from the protocol layer): blocking
-// calls, one channel (one HTTP/2 connection) per worker, ModelInferRequest messages built once
-// with raw_input_contents, or naming regions of system shared memory (see client.h).
+// The gRPC KServe v2 client (inference.GRPCInferenceService, from the protocol layer): calls on
+// gRPC's callback API (Connection::start; call() waits for one), one channel (one HTTP/2
+// connection) per connection, ModelInferRequest messages built once with raw_input_contents, or
+// naming regions of system shared memory (see client.h).
 #include <grpcpp/grpcpp.h>
 
 #include <cctype>

@@ -122,6 +122,7 @@ Status serve(const ServeOptions& o) {
   bool idle = http_server->wait_idle(deadline);
   grpc_stop.join();
   server->shutdown();  // drains the queues: requests still queued complete
+  api.finish_responses();
   http_server->stop();
   metrics_server->stop();
   if (!idle) log::warn("exit timeout reached with HTTP requests still in flight");

@@ -4,11 +4,14 @@
 #include <google/protobuf/util/json_util.h>
 #include <simdjson.h>
 
+#include <algorithm>
+#include <boost/asio/post.hpp>
 #include <charconv>
 #include <cstring>
 #include <limits>
 #include <map>
 #include <optional>
+#include <thread>
 
 #include "kestrel/base/base64.h"
 #include "kestrel/base/logging.h"
@@ -21,6 +24,8 @@ namespace http = boost::beast::http;
 namespace {
 
 constexpr std::string_view kHeaderLength = "Inference-Header-Content-Length";
+// Answers up to this size are built on the thread that finished the batch.
+constexpr size_t kInlineResponseBytes = 64 << 10;
 
 HttpResponse status_error(const Status& status) {
   return json_error(http_status(status.code()), status.message());
@@ -346,7 +351,8 @@ StatusOr<HttpResponse> infer_response(const InferResponse& r, const ParsedInfer&
                                  json_string(r.model_name), json_string(r.model_version));
   if (!r.id.empty()) json += ",\"id\":" + json_string(r.id);
   json += ",\"outputs\":[";
-  std::string binary;
+  std::vector<const NamedTensor*> binary;  // the outputs that follow the header, in order
+  size_t binary_bytes = 0;
   for (size_t i = 0; i < r.outputs.size(); ++i) {
     const NamedTensor& out = r.outputs[i];
     bool as_binary = parsed.binary_all;
@@ -364,7 +370,8 @@ StatusOr<HttpResponse> infer_response(const InferResponse& r, const ParsedInfer&
       json += "}";
     } else if (as_binary) {
       json += fmt::format(",\"parameters\":{{\"binary_data_size\":{}}}}}", out.tensor.nbytes());
-      binary.append(reinterpret_cast<const char*>(out.tensor.raw_data()), out.tensor.nbytes());
+      binary.push_back(&out);
+      binary_bytes += out.tensor.nbytes();
     } else {
       json += ",\"data\":" + tensor_json_data(out.tensor) + "}";
     }
@@ -374,10 +381,17 @@ StatusOr<HttpResponse> infer_response(const InferResponse& r, const ParsedInfer&
   if (binary.empty()) {
     res.set(http::field::content_type, "application/json");
     res.body() = std::move(json);
-  } else {
-    res.set(http::field::content_type, "application/octet-stream");
-    res.set(kHeaderLength, std::to_string(json.size()));
-    res.body() = std::move(json) + binary;
+    return res;
+  }
+  // The body is the header then each binary output: one buffer, each output copied once (a copy
+  // per output and another of the whole took 11 ms per 8.6 MB answer on the H100 machine).
+  res.set(http::field::content_type, "application/octet-stream");
+  res.set(kHeaderLength, std::to_string(json.size()));
+  std::string& body = res.body();
+  body.reserve(json.size() + binary_bytes);
+  body = std::move(json);
+  for (const NamedTensor* out : binary) {
+    body.append(static_cast<const char*>(out->tensor.raw_data()), out->tensor.nbytes());
   }
   return res;
 }
@@ -441,6 +455,15 @@ void HttpApi::handle_metrics(HttpRequest&& request, Responder respond) {
   res.body() = server_.metrics_text();
   respond(std::move(res));
 }
+
+HttpApi::HttpApi(InferenceServer& server, HttpApiOptions options)
+    : server_(server),
+      options_(std::move(options)),
+      responders_(std::clamp(std::thread::hardware_concurrency() / 2, 2u, 16u)) {}
+
+HttpApi::~HttpApi() { responders_.join(); }
+
+void HttpApi::finish_responses() { responders_.join(); }
 
 void HttpApi::handle(HttpRequest&& request, Responder respond,
                      std::shared_ptr<CancelToken> cancel) {
@@ -646,9 +669,15 @@ void HttpApi::infer(HttpRequest&& request, std::shared_ptr<ServedModel> model, R
   r.cancel = std::move(cancel);
   model->infer(std::move(r), [this, shared, respond](StatusOr<InferResponse> result) {
     if (!result.ok()) return respond(status_error(result.status()));
-    StatusOr<HttpResponse> res = infer_response(*result, *shared, server_.shared_memory());
-    if (!res.ok()) return respond(status_error(res.status()));
-    respond(std::move(*res));
+    size_t bytes = 0;
+    for (const NamedTensor& t : result->outputs) bytes += t.tensor.nbytes();
+    auto answer = [this, shared, respond, result = std::move(*result)] {
+      StatusOr<HttpResponse> res = infer_response(result, *shared, server_.shared_memory());
+      if (!res.ok()) return respond(status_error(res.status()));
+      respond(std::move(*res));
+    };
+    if (bytes <= kInlineResponseBytes && shared->shm_outputs.empty()) return answer();
+    boost::asio::post(responders_, std::move(answer));
   });
 }
 

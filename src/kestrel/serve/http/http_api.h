@@ -14,9 +14,15 @@
 // http_status(), the one mapping). With an auth token every endpoint except /v2/health/* requires
 // "Authorization: Bearer <token>" (compared in constant time, never logged).
 //
-// Thread safety: handle() may be called concurrently.
+// An inference's answer is built on the thread that finished its batch when it is small, and on a
+// small pool of responders when it is large (raw outputs of MBs) or is copied into shared memory,
+// so that the copies do not hold up the instance's next batch (as the gRPC frontend does).
+//
+// Thread safety: handle() may be called concurrently. finish_responses() once, after the last
+// inference finished and before the HTTP server stops.
 #pragma once
 
+#include <boost/asio/thread_pool.hpp>
 #include <string>
 
 #include "kestrel/serve/core/inference_server.h"
@@ -31,13 +37,15 @@ struct HttpApiOptions {
 
 class HttpApi {
  public:
-  HttpApi(InferenceServer& server, HttpApiOptions options)
-      : server_(server), options_(std::move(options)) {}
+  HttpApi(InferenceServer& server, HttpApiOptions options);
+  ~HttpApi();
 
   // `cancel` (optional) is set when the client disconnects; queued inference is then dropped.
   void handle(HttpRequest&& request, Responder respond,
               std::shared_ptr<CancelToken> cancel = nullptr);
   void handle_metrics(HttpRequest&& request, Responder respond);
+  // Waits until every answer handed to the responders was given to its Responder.
+  void finish_responses();
 
  private:
   // v2/systemsharedmemory/... and v2/cudasharedmemory/... (`kind`).
@@ -52,6 +60,7 @@ class HttpApi {
 
   InferenceServer& server_;
   HttpApiOptions options_;
+  boost::asio::thread_pool responders_;
 };
 
 // True when a and b are equal; the time taken depends only on their lengths.
