@@ -49,11 +49,14 @@ class EngineFileTest : public ::testing::Test {
     EXPECT_TRUE(g.ok()) << g.status();
     build.engine.backend = "cpu";
     build.engine.cpu_reference_only = true;
+    // The engine's own choices, as a GPU build records them; and a compiled kernel no kernel of
+    // this engine uses, as a timing cache shared with another model offers it.
+    build.engine.tuning = {{"cudnn_conv example", "algo 1 math 0"},
+                           {compiled_key(), compiled_bytes()}};
     StatusOr<std::unique_ptr<Engine>> e = build_engine(std::move(g).value(), build);
     EXPECT_TRUE(e.ok()) << e.status();
     if (!e.ok()) return nullptr;
-    (*e)->seed_tuning(
-        {{"cudnn_conv example", "algo 1 math 0"}, {compiled_key(), compiled_bytes()}});
+    (*e)->seed_tuning({{other_compiled_key(), "another model's kernel"}});
     EngineFileInfo info;
     info.model_sha256 = sha256_of_file(model()).value();
     info.model_name = "yolov5n.onnx";
@@ -71,6 +74,9 @@ class EngineFileTest : public ::testing::Test {
     return std::string(runtime::kSerializedPlanPrefix) + "cudnn_conv example | graph x";
   }
   static std::string compiled_bytes() { return std::string("{\xff\n\0}\n", 6); }
+  static std::string other_compiled_key() {
+    return std::string(runtime::kSerializedPlanPrefix) + "cudnn_conv another | graph y";
+  }
 
   static Tensor random_images(int64_t batch) {
     Tensor t = Tensor::allocate(DType::kFloat32, Shape{batch, 3, 640, 640}).value();
@@ -111,6 +117,7 @@ TEST_F(EngineFileTest, LoadedEngineComputesExactlyWhatTheBuiltOneDid) {
     EXPECT_EQ(info.backend, "cpu");
     EXPECT_EQ(info.tuning.at("cudnn_conv example"), "algo 1 math 0");
     EXPECT_EQ(info.tuning.at(compiled_key()), compiled_bytes());
+    EXPECT_EQ(info.tuning.count(other_compiled_key()), 0u) << "offered, never used: left out";
     EXPECT_EQ((*loaded)->tuning_entries().at(compiled_key()), compiled_bytes());
     EXPECT_EQ((*loaded)->tuning_counts().compiled, 1u);
     EXPECT_EQ((*loaded)->tuning_counts().total(), info.tuning.size());
@@ -204,10 +211,26 @@ TEST_F(EngineFileTest, TimingCachesRoundTripAndRefuseAnotherTarget) {
   ASSERT_TRUE(write_timing_cache(cache, *e).ok());
   StatusOr<std::map<std::string, std::string>> read = read_timing_cache(cache, e->target());
   ASSERT_TRUE(read.ok()) << read.status();
-  // Choices only: compiled kernels stay in engine files.
-  std::map<std::string, std::string> choices = e->tuning_entries();
-  EXPECT_EQ(choices.erase(compiled_key()), 1u);
-  EXPECT_EQ(*read, choices);
+  // Every entry, compiled kernels (binary) included, those only offered to this engine too.
+  EXPECT_EQ(*read, e->tuning_entries());
+  EXPECT_EQ(read->at(compiled_key()), compiled_bytes());
+  EXPECT_EQ(read->count(other_compiled_key()), 1u);
+  // Base64 of every length modulo 3 comes back byte for byte.
+  for (const std::string bytes :
+       {std::string(), std::string("a"), std::string("ab\0", 3), std::string("\xff\xfe\n\t", 4)}) {
+    const std::string key =
+        std::string(runtime::kSerializedPlanPrefix) + "len" + std::to_string(bytes.size());
+    e->seed_tuning({{key, bytes}});
+  }
+  ASSERT_TRUE(write_timing_cache(cache, *e).ok());
+  read = read_timing_cache(cache, e->target());
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(*read, e->tuning_entries());
+  // Version 1 files (choices only) are still read.
+  write_bytes(cache, "kestrel-timing-cache 1\nchoice cudnn_conv x\talgo 1 math 0\n");
+  read = read_timing_cache(cache, {});
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->at("cudnn_conv x"), "algo 1 math 0");
 
   // Measured on a GPU: refused here, naming what differs.
   write_bytes(cache,
@@ -219,6 +242,10 @@ TEST_F(EngineFileTest, TimingCachesRoundTripAndRefuseAnotherTarget) {
   // Malformed.
   write_bytes(cache, "kestrel-timing-cache 1\nchoice no tab here\n");
   EXPECT_EQ(read_timing_cache(cache, e->target()).status().code(), StatusCode::kDataLoss);
+  for (const char* bad : {"compiled k\tnot base64!", "compiled k\tabc", "compiled no tab"}) {
+    write_bytes(cache, std::string("kestrel-timing-cache 2\n") + bad + "\n");
+    EXPECT_EQ(read_timing_cache(cache, e->target()).status().code(), StatusCode::kDataLoss) << bad;
+  }
   write_bytes(cache, "something else\n");
   EXPECT_EQ(read_timing_cache(cache, e->target()).status().code(), StatusCode::kDataLoss);
 }

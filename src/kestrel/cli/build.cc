@@ -1,6 +1,7 @@
 // `kestrel build MODEL -o E.kplan`: optimizes a model, measures the kernels' choices for the
 // batch sizes that matter, and saves the engine (engine/engine_file.h), in the spirit of
-// `trtexec --saveEngine`. A timing cache (--timing-cache) keeps the measurements across builds.
+// `trtexec --saveEngine`. A timing cache (--timing-cache) keeps the measurements and the compiled
+// kernels across builds.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -112,7 +113,9 @@ Status build(const BuildCommandOptions& o) {
         engine::read_timing_cache(o.timing_cache, e->target());
     if (cached.ok()) {
       e->seed_tuning(*cached);
-      fmt::print(stderr, "      timing cache {}: {} choices\n", o.timing_cache, cached->size());
+      const runtime::TuningCounts counts = runtime::count_tuning(*cached);
+      fmt::print(stderr, "      timing cache {}: {} choices, {} compiled kernels\n", o.timing_cache,
+                 counts.choices, counts.compiled);
     } else if (cached.status().code() != StatusCode::kNotFound) {
       fmt::print(stderr, "      timing cache not used: {}\n", cached.status().to_string());
     }
@@ -185,7 +188,8 @@ void add_build_command(CLI::App& app) {
                   "Batch sizes measured at build time (default on the GPU: 1,8,16,32,64 up to "
                   "--max-batch; others are measured on first use)");
   cmd->add_option("--timing-cache", o->timing_cache,
-                  "Read measured choices from this file and write them back (faster rebuilds)");
+                  "Read measured choices and compiled kernels from this file and write them back "
+                  "(faster rebuilds)");
   cmd->add_option("--precision-override", o->precision_overrides,
                   "LAYER=fp32: keep a layer (node name) in float32 under --fp16");
   cmd->add_flag("--dump-graph", o->dump_graph, "Print the optimized graph");

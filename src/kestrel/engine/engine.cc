@@ -467,7 +467,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<ir::Graph> grap
   const double checked_ms = ms_since(start);
   KS_ASSIGN_OR_RETURN(engine->backends_, create_backends(options));
   const double backends_ms = ms_since(start);
-  engine->tuning_.merge(options.tuning);
+  engine->tuning_.merge(options.tuning, /*touched=*/true);
 
   for (const ir::Value* v : graph->values()) {
     engine->slot_of_[v] = engine->slot_template_.size();

@@ -44,8 +44,8 @@ struct EngineOptions {
   bool plan = true;
   // On the GPU, also record each batch size's forward pass as a CUDA graph and replay it.
   bool cuda_graphs = true;
-  // Autotuner choices to start from (runtime/tuning.h): from an engine file or a timing cache
-  // measured on the same target.
+  // Autotuner choices to start from (runtime/tuning.h), from an engine file measured on the same
+  // target: the engine's own, saved again with it (a timing cache's go through seed_tuning).
   std::map<std::string, std::string> tuning = {};
 };
 
@@ -70,9 +70,12 @@ class Engine {
   // The autotuner's choices so far: the seed entries plus every measurement made since (a batch
   // size's measurements happen on its first run).
   std::map<std::string, std::string> tuning_entries() const { return tuning_.entries(); }
+  // Whether a kernel of this engine looked `key` up (and found it) or recorded it.
+  bool tuning_touched(const std::string& key) const { return tuning_.touched(key); }
   // How many choices and compiled kernels tuning_entries() holds, without copying them.
   runtime::TuningCounts tuning_counts() const { return tuning_.counts(); }
-  // Adds choices (e.g. from a timing cache) for kernels that have not measured yet.
+  // Adds choices (e.g. from a timing cache) for kernels that have not measured yet. Its compiled
+  // kernels go into an engine file only when a kernel of this engine used them.
   void seed_tuning(const std::map<std::string, std::string>& entries) const {
     tuning_.merge(entries);
   }

@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <optional>
+#include <string_view>
 
 #include "kestrel/base/file.h"
 #include "kestrel/base/logging.h"
@@ -369,6 +371,30 @@ Status check_target(const std::string& path, const std::map<std::string, std::st
   return Status();
 }
 
+std::string base64_encode(std::string_view bytes) {
+  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(bytes.data()),
+                                static_cast<int>(bytes.size()));
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+// nullopt when `text` is not base64 (wrong length, a character outside the alphabet).
+std::optional<std::string> base64_decode(std::string_view text) {
+  if (text.size() % 4 != 0 || text.size() > (size_t{1} << 30)) return std::nullopt;
+  std::string out(text.size() / 4 * 3, '\0');
+  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(text.data()),
+                                static_cast<int>(text.size()));
+  if (n < 0) return std::nullopt;
+  // EVP_DecodeBlock counts the padding as zero bytes.
+  size_t padding = 0;
+  while (padding < 2 && padding < text.size() && text[text.size() - 1 - padding] == '=') ++padding;
+  out.resize(static_cast<size_t>(n) - padding);
+  return out;
+}
+
 }  // namespace
 
 StatusOr<std::map<std::string, std::string>> read_timing_cache(
@@ -383,8 +409,8 @@ StatusOr<std::map<std::string, std::string>> read_timing_cache(
     at = end + 1;
     ++line_number;
     if (line_number == 1) {
-      if (line != "kestrel-timing-cache 1") {
-        return data_loss("{} is not a Kestrel timing cache (version 1)", path);
+      if (line != "kestrel-timing-cache 1" && line != "kestrel-timing-cache 2") {
+        return data_loss("{} is not a Kestrel timing cache (version 1 or 2)", path);
       }
     } else if (line.starts_with("target ")) {
       const size_t eq = line.find('=');
@@ -396,6 +422,12 @@ StatusOr<std::map<std::string, std::string>> read_timing_cache(
       if (tab == std::string_view::npos)
         return data_loss("{}:{}: malformed choice", path, line_number);
       choices[std::string(line.substr(7, tab - 7))] = std::string(line.substr(tab + 1));
+    } else if (line.starts_with(runtime::kSerializedPlanPrefix)) {
+      const size_t tab = line.find('\t');
+      std::optional<std::string> bytes;
+      if (tab != std::string_view::npos) bytes = base64_decode(line.substr(tab + 1));
+      if (!bytes) return data_loss("{}:{}: malformed compiled kernel", path, line_number);
+      choices[std::string(line.substr(0, tab))] = std::move(*bytes);
     } else if (!line.empty()) {
       return data_loss("{}:{}: unexpected line", path, line_number);
     }
@@ -406,14 +438,17 @@ StatusOr<std::map<std::string, std::string>> read_timing_cache(
 }
 
 Status write_timing_cache(const std::string& path, const Engine& engine) {
-  std::string text = "kestrel-timing-cache 1\n";
+  std::string text = "kestrel-timing-cache 2\n";
   for (const auto& [k, v] : engine.target()) text += fmt::format("target {}={}\n", k, v);
   for (const auto& [k, v] : engine.tuning_entries()) {
-    if (k.starts_with(runtime::kSerializedPlanPrefix)) continue;  // compiled kernels: engine files
-    if (k.find_first_of("\t\n") != std::string::npos || v.find('\n') != std::string::npos) {
+    const bool compiled = k.starts_with(runtime::kSerializedPlanPrefix);
+    if (k.find_first_of("\t\n") != std::string::npos ||
+        (!compiled && v.find('\n') != std::string::npos)) {
       return internal_error("tuning key '{}' cannot be written to a timing cache", k);
     }
-    text += fmt::format("choice {}\t{}\n", k, v);
+    // A compiled kernel is binary: base64, on a line of its own that starts with its key.
+    text += compiled ? fmt::format("{}\t{}\n", k, base64_encode(v))
+                     : fmt::format("choice {}\t{}\n", k, v);
   }
   return write_file(path, text);
 }
@@ -444,9 +479,11 @@ Status save_engine_file(const std::string& path, const Engine& engine, EngineFil
   h.set_backend(target.count("backend") ? target.at("backend") : "");
   for (const auto& [k, v] : target) (*h.mutable_target())[k] = v;
   for (const auto& [k, v] : engine.tuning_entries()) {
-    if (k.starts_with(runtime::kSerializedPlanPrefix))
-      (*h.mutable_compiled())[k] = v;
-    else
+    // Compiled kernels only where this engine's kernels use them (a timing cache may bring
+    // those of other models).
+    if (k.starts_with(runtime::kSerializedPlanPrefix)) {
+      if (engine.tuning_touched(k)) (*h.mutable_compiled())[k] = v;
+    } else
       (*h.mutable_tuning())[k] = v;
   }
   h.set_created_unix(std::chrono::duration_cast<std::chrono::seconds>(

@@ -83,9 +83,11 @@ StatusOr<std::unique_ptr<Engine>> load_engine_file(const std::string& path,
                                                    const LoadOptions& options = {},
                                                    EngineFileInfo* info = nullptr);
 
-// Timing caches: the autotuner's choices alone, kept across builds (`kestrel build
-// --timing-cache FILE`). A text file: a first line "kestrel-timing-cache 1", then "target
-// KEY=VALUE" lines (runtime::Backend::target()), then "choice SIGNATURE<TAB>CHOICE" lines.
+// Timing caches: the autotuner's choices and compiled kernels, kept across builds (`kestrel build
+// --timing-cache FILE`). A text file: a first line "kestrel-timing-cache 2", then "target
+// KEY=VALUE" lines (runtime::Backend::target()), then "choice SIGNATURE<TAB>CHOICE" lines and
+// "compiled SIGNATURE | CHOICE<TAB>BASE64" lines (a serialized cuDNN plan, so that a cached rebuild
+// does not compile it again). Version 1 files (choices only) are read too.
 // read_timing_cache: NOT_FOUND when the file does not exist; FAILED_PRECONDITION when it was
 // measured on another target (same rules as engine files); DATA_LOSS when malformed.
 StatusOr<std::map<std::string, std::string>> read_timing_cache(

@@ -14,12 +14,14 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 
 namespace kestrel::runtime {
 
-// Keys of entries that hold a compiled kernel (a serialized cuDNN plan) rather than a choice: kept
-// in engine files, left out of timing-cache files (which hold choices only, one per line).
+// Keys of entries that hold a compiled kernel (a serialized cuDNN plan) rather than a choice.
+// Engine files and timing-cache files keep them, so neither a load nor a cached rebuild compiles
+// again.
 inline constexpr const char* kSerializedPlanPrefix = "compiled ";
 
 // How many entries of each kind a tuning map holds.
@@ -41,15 +43,22 @@ class TuningCache {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = entries_.find(key);
     if (it == entries_.end()) return std::nullopt;
+    touched_.insert(key);
     return it->second;
   }
   void insert(const std::string& key, std::string value) {
     std::lock_guard<std::mutex> lock(mutex_);
     entries_[key] = std::move(value);
+    touched_.insert(key);
   }
-  void merge(const std::map<std::string, std::string>& entries) {
+  // `touched`: count the entries as used (an engine file's own entries), not merely offered (a
+  // timing cache's).
+  void merge(const std::map<std::string, std::string>& entries, bool touched = false) {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (const auto& [k, v] : entries) entries_[k] = v;
+    for (const auto& [k, v] : entries) {
+      entries_[k] = v;
+      if (touched) touched_.insert(k);
+    }
   }
   TuningCounts counts() const {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -59,10 +68,18 @@ class TuningCache {
     std::lock_guard<std::mutex> lock(mutex_);
     return entries_;
   }
+  // Whether `key` was found, inserted or merged as touched (merely offered entries are
+  // not): an engine file keeps only the compiled kernels its own kernels used, not every one of a
+  // timing cache shared by several models.
+  bool touched(const std::string& key) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return touched_.count(key) > 0;
+  }
 
  private:
   mutable std::mutex mutex_;
   std::map<std::string, std::string> entries_;
+  mutable std::set<std::string> touched_;
 };
 
 }  // namespace kestrel::runtime
