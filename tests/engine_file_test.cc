@@ -216,7 +216,7 @@ TEST_F(EngineFileTest, TimingCachesRoundTripAndRefuseAnotherTarget) {
   EXPECT_EQ(read->at(compiled_key()), compiled_bytes());
   EXPECT_EQ(read->count(other_compiled_key()), 1u);
   // Base64 of every length modulo 3 comes back byte for byte.
-  for (const std::string bytes :
+  for (const std::string& bytes :
        {std::string(), std::string("a"), std::string("ab\0", 3), std::string("\xff\xfe\n\t", 4)}) {
     const std::string key =
         std::string(runtime::kSerializedPlanPrefix) + "len" + std::to_string(bytes.size());

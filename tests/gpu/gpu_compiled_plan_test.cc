@@ -1,6 +1,7 @@
 // Compiled cuDNN plans in engine files (runtime/cuda/conv_fused_graph.h): a fused convolution
 // plan serialized and loaded again computes exactly what the plan it came from computes, loads
-// without compiling (timed, for the log), and text cuDNN refuses is an error, not a crash.
+// without compiling (timed, for the log), and text cuDNN refuses is an error, not a crash. Plans
+// compiled ahead on the precompile pool are those create() would compile.
 //
 // Skips with a message when no GPU is present (CI).
 #include <cuda_runtime.h>
@@ -131,6 +132,69 @@ TEST(CompiledPlanTest, SerializedPlanComputesWhatItsSourceComputes) {
     }
   }
   EXPECT_FALSE(FusedConvGraph::from_serialized(p, (*built)->choice(0), "", kMaxWorkspace).ok());
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+}
+
+// Candidates compiled ahead on the precompile pool (FusedConvGraph::precompile) are the plans
+// create() would compile itself, in the same order, and compute the same: create() loads them.
+TEST(CompiledPlanTest, PrecompiledPlansAreThoseCreateCompiles) {
+  if (!engine::cuda_available()) GTEST_SKIP() << "no GPU here: run on the GPU machine";
+  // A 1x1 convolution with bias and SiLU (YOLO's most common layer), batch 2.
+  FusedConvProblem p;
+  p.float16 = true;
+  const int64_t n = 2, c = 64, hw = 40, k = 64;
+  const int64_t x[4] = {n, c, hw, hw}, w[4] = {k, c, 1, 1}, y[4] = {n, k, hw, hw};
+  std::copy_n(x, 4, p.x);
+  std::copy_n(w, 4, p.w);
+  std::copy_n(y, 4, p.y);
+  p.bias = true;
+  p.activation = Activation::kSilu;
+  constexpr size_t kPlans = 3;
+
+  // Compiled here (in waves on helper threads).
+  auto started = std::chrono::steady_clock::now();
+  StatusOr<std::unique_ptr<FusedConvGraph>> direct =
+      FusedConvGraph::create(p, kPlans, kMaxWorkspace);
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  ASSERT_GT((*direct)->size(), 0u) << (*direct)->why_empty();
+  const double direct_ms = ms_since(started);
+  // Compiled ahead (submitting twice compiles once), then taken by create().
+  started = std::chrono::steady_clock::now();
+  FusedConvGraph::precompile(p, kPlans);
+  FusedConvGraph::precompile(p, kPlans);
+  StatusOr<std::unique_ptr<FusedConvGraph>> ahead =
+      FusedConvGraph::create(p, kPlans, kMaxWorkspace);
+  ASSERT_TRUE(ahead.ok()) << ahead.status();
+  const double ahead_ms = ms_since(started);
+  fmt::print("{} plans: created in {:.1f} ms, precompiled and created in {:.1f} ms\n",
+             (*direct)->size(), direct_ms, ahead_ms);
+  ASSERT_EQ((*ahead)->size(), (*direct)->size());
+  for (size_t i = 0; i < (*direct)->size(); ++i) {
+    EXPECT_EQ((*ahead)->choice(i), (*direct)->choice(i));
+    EXPECT_EQ((*ahead)->workspace(i), (*direct)->workspace(i));
+  }
+  // The pool's results were taken: another create() compiles by itself, and agrees.
+  StatusOr<std::unique_ptr<FusedConvGraph>> again =
+      FusedConvGraph::create(p, kPlans, kMaxWorkspace);
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_EQ((*again)->size(), (*direct)->size());
+
+  std::mt19937 rng(13);
+  const size_t xs = n * c * hw * hw, ws = k * c, ys = n * k * hw * hw;
+  DeviceHalves dx(xs, rng), dw(ws, rng), bias(k, rng), y1(ys, rng), y2(ys, rng);
+  for (size_t i = 0; i < (*direct)->size(); ++i) {
+    void* workspace = nullptr;
+    if ((*direct)->workspace(i) > 0) {
+      ASSERT_EQ(cudaMalloc(&workspace, (*direct)->workspace(i)), cudaSuccess);
+    }
+    FusedConvBuffers b{dx.get(), dw.get(), bias.get(), nullptr, y1.get()};
+    ASSERT_TRUE((*direct)->execute(i, b, workspace, nullptr).ok());
+    b.y = y2.get();
+    ASSERT_TRUE((*ahead)->execute(i, b, workspace, nullptr).ok());
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    if (workspace != nullptr) cudaFree(workspace);
+    EXPECT_EQ(y2.download(), y1.download()) << (*direct)->choice(i);
+  }
   ASSERT_EQ(cudaGetLastError(), cudaSuccess);
 }
 

@@ -60,6 +60,10 @@ class Engine::ExecutionContext {
   Status execute(std::vector<std::unique_ptr<runtime::TimingMark>>* marks = nullptr,
                  std::vector<double>* wall_ms = nullptr);
   Status bind(const std::map<std::string, Tensor>& inputs, int64_t rows = 0);
+  // The tensors a step's kernel gets: this context's slots, constants on the step's device.
+  void step_tensors(const Step& step, std::vector<Tensor>& ins, std::vector<Tensor>& outs) const;
+  // Kernel::prepare for every step with this context's shapes (once, when it is planned).
+  void prepare_kernels();
 
   const Engine& engine_;
   runtime::Backend* backend_ = nullptr;
@@ -180,11 +184,41 @@ StatusOr<std::unique_ptr<Engine::ExecutionContext>> Engine::ExecutionContext::cr
     }
   }
   KS_ASSIGN_OR_RETURN(c->stream_, c->backend_->create_stream());
+  c->prepare_kernels();
   log::debug(
       "execution context for {}: planned in {:.1f} ms ({} bytes of activations)", c->bindings_text_,
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count(),
       plan.arena_bytes);
   return c;
+}
+
+void Engine::ExecutionContext::step_tensors(const Step& step, std::vector<Tensor>& ins,
+                                            std::vector<Tensor>& outs) const {
+  const Engine& e = engine_;
+  ins.assign(step.inputs.size(), Tensor());
+  for (size_t k = 0; k < step.inputs.size(); ++k) {
+    if (!step.inputs[k]) continue;
+    const size_t slot = *step.inputs[k];
+    const Tensor& constant = e.slot_template_[slot];
+    if (!constant.defined()) {
+      ins[k] = slots_[slot];
+    } else if (step.schema->is_value_input(k) || backend_->device().is_cpu()) {
+      ins[k] = constant;
+    } else {
+      ins[k] = e.device_constants_.at(slot);
+    }
+  }
+  outs.assign(step.outputs.size(), Tensor());
+  for (size_t k = 0; k < step.outputs.size(); ++k) outs[k] = slots_[step.outputs[k]];
+}
+
+void Engine::ExecutionContext::prepare_kernels() {
+  std::vector<Tensor> ins, outs;
+  for (const Step& step : engine_.steps_) {
+    if (step.deferred) continue;  // its kernel is created by a run, under lazy_mutex_
+    step_tensors(step, ins, outs);
+    step.kernel->prepare(ins, outs);
+  }
 }
 
 Status Engine::ExecutionContext::execute(std::vector<std::unique_ptr<runtime::TimingMark>>* marks,
@@ -195,21 +229,7 @@ Status Engine::ExecutionContext::execute(std::vector<std::unique_ptr<runtime::Ti
     KS_ASSIGN_OR_RETURN(marks->emplace_back(), stream_->mark());
   }
   for (const Step& step : e.steps_) {
-    ins.assign(step.inputs.size(), Tensor());
-    for (size_t k = 0; k < step.inputs.size(); ++k) {
-      if (!step.inputs[k]) continue;
-      const size_t slot = *step.inputs[k];
-      const Tensor& constant = e.slot_template_[slot];
-      if (!constant.defined()) {
-        ins[k] = slots_[slot];
-      } else if (step.schema->is_value_input(k) || backend_->device().is_cpu()) {
-        ins[k] = constant;
-      } else {
-        ins[k] = e.device_constants_.at(slot);
-      }
-    }
-    outs.assign(step.outputs.size(), Tensor());
-    for (size_t k = 0; k < step.outputs.size(); ++k) outs[k] = slots_[step.outputs[k]];
+    step_tensors(step, ins, outs);
     runtime::KernelContext ctx(
         ins, outs,
         [&step](DType, const Shape&) -> StatusOr<Tensor> {

@@ -71,6 +71,15 @@ class Kernel {
  public:
   virtual ~Kernel() = default;
   virtual Status run(KernelContext& ctx) = 0;
+  // Called before the first run with these shapes (an engine planning an execution context for a
+  // batch size), with tensors of the shapes that run will see, whose storage may be a
+  // placeholder. A kernel that compiles or measures per shape may start that work in the
+  // background here, so that the kernels of a forward pass prepare side by side instead of one
+  // after another as the first run reaches them. A hint only: run() must work without it.
+  virtual void prepare(std::span<const Tensor> inputs, std::span<const Tensor> outputs) {
+    (void)inputs;
+    (void)outputs;
+  }
 };
 
 // A point in a stream's work, for timing it: a CUDA event, or the host clock on the CPU.

@@ -144,6 +144,27 @@ class CudnnConv final : public Kernel {
     return std::unique_ptr<Kernel>(std::move(k));
   }
 
+  // Starts compiling the fused graph's candidates for this shape in the background when they
+  // will be measured (FusedConvGraph::precompile): the shape has no plan yet and the tuning cache
+  // has no choice for it.
+  void prepare(std::span<const Tensor> inputs, std::span<const Tensor> outputs) override {
+    if (inputs.empty() || outputs.empty() || !inputs[0].defined() || !outputs[0].defined()) return;
+    const Tensor& x = inputs[0];
+    const Tensor* w = weights_.defined() ? &weights_ : (inputs.size() > 1 ? &inputs[1] : nullptr);
+    if (w == nullptr || !w->defined() || (x.rank() != 4 && x.rank() != 3)) return;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (plans_.count(plan_key(x.shape(), w->shape()))) return;
+    }
+    const bool bias = bias_.defined() || (inputs.size() > 2 && inputs[2].defined());
+    const bool residual = inputs.size() > 3 && inputs[3].defined();
+    StatusOr<ShapeInfo> info =
+        shape_info(x.shape(), w->shape(), outputs[0].shape(), bias, residual);
+    if (!info.ok() || !info->graph_candidate) return;
+    if (tuning_ != nullptr && tuning_->find(info->fused_signature)) return;
+    FusedConvGraph::precompile(info->problem, kMaxFusedPlans);
+  }
+
   Status run(KernelContext& ctx) override {
     const Tensor& x = ctx.input(0);
     const Tensor& w = weights_.defined() ? weights_ : ctx.input(1);
@@ -237,20 +258,38 @@ class CudnnConv final : public Kernel {
     return Status();
   }
 
-  // The plan for x's shape: built (and the fastest algorithm measured) on first use.
-  StatusOr<const ConvPlan*> plan_for(cudnnHandle_t handle, const Tensor& x, const Tensor& w,
-                                     const Tensor* bias, const Tensor* residual, Tensor& y,
-                                     cudaStream_t stream) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    std::vector<int64_t> key = x.shape().vec();
-    key.insert(key.end(), w.shape().begin(), w.shape().end());
-    auto it = plans_.find(key);
-    if (it != plans_.end()) return it->second.get();
-    auto plan = std::make_unique<ConvPlan>();
-    const cudnnDataType_t type = dtype_ == DType::kFloat16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
+  // plans_'s key: the input's and the weights' shapes.
+  static std::vector<int64_t> plan_key(const Shape& x, const Shape& w) {
+    std::vector<int64_t> key = x.vec();
+    key.insert(key.end(), w.begin(), w.end());
+    return key;
+  }
+
+  // An attribute's i-th spatial value (1-D convolutions run as 2-D ones with height 1).
+  static int conv_param(const std::vector<int64_t>& v, size_t i, int fallback, bool one_d) {
+    if (one_d) return i == 0 ? fallback : (v.empty() ? fallback : static_cast<int>(v[0]));
+    return v.size() > i ? static_cast<int>(v[i]) : fallback;
+  }
+
+  // What a shape decides before anything is measured: cuDNN's dimensions, the tuning cache's
+  // signatures, and the fused graph's problem and whether it is a candidate.
+  struct ShapeInfo {
+    bool one_d = false;
+    std::vector<int> xd, wd, yd;  // cuDNN's (N, C, H, W) order, whatever the memory layout
+    int pad_h = 0, pad_w = 0;
+    cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+    std::string signature;        // the legacy path's tuning key
+    std::string fused_signature;  // the fused graph's (the epilogue too)
+    FusedConvProblem problem;
+    std::string graph_refusal;  // why the fused graph cannot run this ("" if it can)
+    bool graph_candidate = false;
+  };
+  StatusOr<ShapeInfo> shape_info(const Shape& x, const Shape& w, const Shape& y, bool bias,
+                                 bool residual) const {
+    ShapeInfo info;
     // 1-D convolutions run as 2-D ones with height 1. Dimensions in cuDNN's (N, C, H, W) order,
     // whatever the memory layout (channels_last: the tensors are N, H, W, C in memory).
-    const bool one_d = x.rank() == 3;
+    const bool one_d = info.one_d = x.rank() == 3;
     auto dims4 = [&](const Shape& s) {
       auto d = [&](size_t i) { return static_cast<int>(s[i]); };
       if (channels_last_) {
@@ -260,11 +299,11 @@ class CudnnConv final : public Kernel {
       return one_d ? std::vector<int>{d(0), d(1), 1, d(2)}
                    : std::vector<int>{d(0), d(1), d(2), d(3)};
     };
-    const cudnnTensorFormat_t format = channels_last_ ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
-    const std::vector<int> xd = dims4(x.shape()), wd = dims4(w.shape()), yd = dims4(y.shape());
+    const std::vector<int>& xd = info.xd = dims4(x);
+    const std::vector<int>& wd = info.wd = dims4(w);
+    const std::vector<int>& yd = info.yd = dims4(y);
     auto param = [&](const std::vector<int64_t>& v, size_t i, int fallback) {
-      if (one_d) return i == 0 ? fallback : (v.empty() ? fallback : static_cast<int>(v[0]));
-      return v.size() > i ? static_cast<int>(v[i]) : fallback;
+      return conv_param(v, i, fallback, one_d);
     };
     int pad_h = param(pads_, 0, 0), pad_w = param(pads_, 1, 0);
     if (same_padding_) {
@@ -277,6 +316,73 @@ class CudnnConv final : public Kernel {
       pad_h = th / 2;
       pad_w = tw / 2;
     }
+    info.pad_h = pad_h;
+    info.pad_w = pad_w;
+    info.math = dtype_ == DType::kFloat16 ? CUDNN_TENSOR_OP_MATH
+                : tf32_                   ? CUDNN_DEFAULT_MATH
+                                          : CUDNN_FMA_MATH;
+    // The problem as the tuning cache knows it: every parameter that can change cuDNN's choice.
+    info.signature =
+        fmt::format("cudnn_conv {} {} x{} w{} y{} pad{},{} stride{},{} dil{},{} group{} math{}",
+                    dtype_name(dtype_), channels_last_ ? "nhwc" : "nchw", fmt::join(xd, ","),
+                    fmt::join(wd, ","), fmt::join(yd, ","), pad_h, pad_w, param(strides_, 0, 1),
+                    param(strides_, 1, 1), param(dilations_, 0, 1), param(dilations_, 1, 1), group_,
+                    static_cast<int>(info.math));
+    // The fused graph (conv_fused_graph.h) is a candidate for channels-last, ungrouped FusedConv
+    // in float16 (float32 only where TF32 is allowed: its engines compute in TF32).
+    FusedConvProblem& problem = info.problem;
+    problem.float16 = dtype_ == DType::kFloat16;
+    for (size_t i = 0; i < 4; ++i) {
+      problem.x[i] = xd[i];
+      problem.w[i] = wd[i];
+      problem.y[i] = yd[i];
+    }
+    problem.pad[0] = pad_h;
+    problem.pad[1] = pad_w;
+    problem.stride[0] = param(strides_, 0, 1);
+    problem.stride[1] = param(strides_, 1, 1);
+    problem.dilation[0] = param(dilations_, 0, 1);
+    problem.dilation[1] = param(dilations_, 1, 1);
+    problem.bias = bias;
+    problem.residual = residual;
+    problem.activation = activation_;
+    problem.alpha = alpha_;
+    problem.beta = beta_;
+    info.graph_refusal = !channels_last_ ? "the NCHW layout"
+                         : group_ != 1   ? "a grouped convolution"
+                         : dtype_ == DType::kFloat32 && !tf32_
+                             ? "float32 without kestrel_tf32"
+                             : fused_conv_graph_unsupported(problem);
+    info.graph_candidate = info.graph_refusal.empty() && pinned_kernel_ != "cudnn" &&
+                           pinned_kernel_ != "no_graph" && pinned_kernel_ != "direct";
+    // The graph's choice depends on the epilogue too.
+    info.fused_signature =
+        fmt::format("{} fused bias{} residual{} act{} {:g} {:g}", info.signature, bias ? 1 : 0,
+                    residual ? 1 : 0, static_cast<int>(activation_), alpha_, beta_);
+    return info;
+  }
+
+  // The plan for x's shape: built (and the fastest algorithm measured) on first use.
+  StatusOr<const ConvPlan*> plan_for(cudnnHandle_t handle, const Tensor& x, const Tensor& w,
+                                     const Tensor* bias, const Tensor* residual, Tensor& y,
+                                     cudaStream_t stream) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const std::vector<int64_t> key = plan_key(x.shape(), w.shape());
+    auto it = plans_.find(key);
+    if (it != plans_.end()) return it->second.get();
+    auto plan = std::make_unique<ConvPlan>();
+    KS_ASSIGN_OR_RETURN(const ShapeInfo info, shape_info(x.shape(), w.shape(), y.shape(),
+                                                         bias != nullptr, residual != nullptr));
+    const bool one_d = info.one_d;
+    const std::vector<int>& xd = info.xd;
+    const std::vector<int>& wd = info.wd;
+    const std::vector<int>& yd = info.yd;
+    const int pad_h = info.pad_h, pad_w = info.pad_w;
+    auto param = [&](const std::vector<int64_t>& v, size_t i, int fallback) {
+      return conv_param(v, i, fallback, one_d);
+    };
+    const cudnnDataType_t type = dtype_ == DType::kFloat16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
+    const cudnnTensorFormat_t format = channels_last_ ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
     KS_CUDNN_RETURN_IF_ERROR(cudnnCreateTensorDescriptor(&plan->x));
     KS_CUDNN_RETURN_IF_ERROR(cudnnCreateTensorDescriptor(&plan->y));
     KS_CUDNN_RETURN_IF_ERROR(cudnnCreateFilterDescriptor(&plan->w));
@@ -292,18 +398,9 @@ class CudnnConv final : public Kernel {
         param(dilations_, 0, 1), param(dilations_, 1, 1), CUDNN_CROSS_CORRELATION,
         CUDNN_DATA_FLOAT));
     KS_CUDNN_RETURN_IF_ERROR(cudnnSetConvolutionGroupCount(plan->conv, static_cast<int>(group_)));
-    const cudnnMathType_t math = dtype_ == DType::kFloat16 ? CUDNN_TENSOR_OP_MATH
-                                 : tf32_                   ? CUDNN_DEFAULT_MATH
-                                                           : CUDNN_FMA_MATH;
+    const cudnnMathType_t math = info.math;
     KS_CUDNN_RETURN_IF_ERROR(cudnnSetConvolutionMathType(plan->conv, math));
-
-    // The problem as the tuning cache knows it: every parameter that can change cuDNN's choice.
-    const std::string signature =
-        fmt::format("cudnn_conv {} {} x{} w{} y{} pad{},{} stride{},{} dil{},{} group{} math{}",
-                    dtype_name(dtype_), channels_last_ ? "nhwc" : "nchw", fmt::join(xd, ","),
-                    fmt::join(wd, ","), fmt::join(yd, ","), pad_h, pad_w, param(strides_, 0, 1),
-                    param(strides_, 1, 1), param(dilations_, 0, 1), param(dilations_, 1, 1), group_,
-                    static_cast<int>(math));
+    const std::string& signature = info.signature;
     // The direct kernel is a candidate for 2-D, ungrouped, undilated convolutions with constant
     // weights and at most 4 input channels.
     plan->direct_shape = {xd[0],
@@ -337,41 +434,15 @@ class CudnnConv final : public Kernel {
       return store();
     }
 
-    // The fused graph (conv_fused_graph.h) is a candidate for channels-last, ungrouped FusedConv
-    // in float16 (float32 only where TF32 is allowed: its engines compute in TF32).
     FusedConvProblem& problem = plan->problem;
-    problem.float16 = dtype_ == DType::kFloat16;
-    for (size_t i = 0; i < 4; ++i) {
-      problem.x[i] = xd[i];
-      problem.w[i] = wd[i];
-      problem.y[i] = yd[i];
-    }
-    problem.pad[0] = pad_h;
-    problem.pad[1] = pad_w;
-    problem.stride[0] = param(strides_, 0, 1);
-    problem.stride[1] = param(strides_, 1, 1);
-    problem.dilation[0] = param(dilations_, 0, 1);
-    problem.dilation[1] = param(dilations_, 1, 1);
-    problem.bias = bias != nullptr;
-    problem.residual = residual != nullptr;
-    problem.activation = activation_;
-    problem.alpha = alpha_;
-    problem.beta = beta_;
-    const std::string graph_refusal = !channels_last_ ? "the NCHW layout"
-                                      : group_ != 1   ? "a grouped convolution"
-                                      : dtype_ == DType::kFloat32 && !tf32_
-                                          ? "float32 without kestrel_tf32"
-                                          : fused_conv_graph_unsupported(problem);
+    problem = info.problem;
+    const std::string& graph_refusal = info.graph_refusal;
     if (pinned_kernel_ == "graph" && !graph_refusal.empty()) {
       return unimplemented("kestrel_kernel=graph: no fused cuDNN graph for {} ({})", graph_refusal,
                            signature);
     }
-    const bool graph_candidate =
-        graph_refusal.empty() && pinned_kernel_ != "cudnn" && pinned_kernel_ != "no_graph";
-    // The graph's choice depends on the epilogue too.
-    const std::string fused_signature =
-        fmt::format("{} fused bias{} residual{} act{} {:g} {:g}", signature, bias ? 1 : 0,
-                    residual ? 1 : 0, static_cast<int>(activation_), alpha_, beta_);
+    const bool graph_candidate = info.graph_candidate;
+    const std::string& fused_signature = info.fused_signature;
     std::optional<std::string> fused_choice;
     if (tuning_ != nullptr && graph_candidate) fused_choice = tuning_->find(fused_signature);
     if (fused_choice && fused_choice->rfind("graph ", 0) == 0) {

@@ -6,14 +6,20 @@
 
 #include <cudnn.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <sstream>
+#include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -83,6 +89,10 @@ std::string last_cudnn_error() {
 struct DeviceHandle {
   std::mutex mutex;
   cudnnHandle_t handle = nullptr;
+  int device = 0;
+  // Handles on which create() compiles candidate plans on threads of their own, one thread each,
+  // only while `mutex` is held; made on first use (compile_helpers).
+  std::vector<cudnnHandle_t> helpers;
 };
 
 StatusOr<DeviceHandle*> device_handle() {
@@ -94,6 +104,7 @@ StatusOr<DeviceHandle*> device_handle() {
   std::unique_ptr<DeviceHandle>& slot = (*handles)[device];
   if (!slot) {
     auto fresh = std::make_unique<DeviceHandle>();
+    fresh->device = device;
     KS_CUDNN_RETURN_IF_ERROR(cudnnCreate(&fresh->handle));
     slot = std::move(fresh);
   }
@@ -423,6 +434,235 @@ StatusOr<Descriptor> build_plan(cudnnHandle_t handle, cudnnBackendDescriptor_t c
   return plan;
 }
 
+// A finalized plan as cuDNN's JSON, which holds its compiled kernel. UNIMPLEMENTED when cuDNN
+// cannot serialize the plan's engine.
+StatusOr<std::string> plan_json(cudnnBackendDescriptor_t plan) {
+  int64_t size = 0;
+  if (cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
+                               0, &size, nullptr) != CUDNN_STATUS_SUCCESS ||
+      size <= 0) {
+    return unimplemented("cuDNN cannot serialize the plan {}", last_cudnn_error());
+  }
+  std::string text(static_cast<size_t>(size), '\0');
+  KS_CUDNN_RETURN_IF_ERROR(cudnnBackendGetAttribute(plan,
+                                                    CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION,
+                                                    CUDNN_TYPE_CHAR, size, &size, text.data()));
+  text.resize(static_cast<size_t>(std::max<int64_t>(size, 0)));
+  while (!text.empty() && text.back() == '\0') text.pop_back();  // C string terminator
+  return text;
+}
+
+// The plan plan_json wrote, on `handle`, without compiling, and the workspace it needs.
+StatusOr<Descriptor> plan_from_json(cudnnHandle_t handle, const std::string& text,
+                                    int64_t& workspace) {
+  KS_ASSIGN_OR_RETURN(Descriptor plan, make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR));
+  KS_SET_ATTR(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
+  KS_SET_ATTR(plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
+              static_cast<int64_t>(text.size()), text.data());
+  if (cudnnStatus_t st = cudnnBackendFinalize(plan.get()); st != CUDNN_STATUS_SUCCESS) {
+    return cudnn_status(st, "cudnnBackendFinalize(serialized execution plan)", __FILE__, __LINE__)
+        .with_context(last_cudnn_error());
+  }
+  int64_t count = 0;
+  workspace = 0;
+  KS_CUDNN_RETURN_IF_ERROR(cudnnBackendGetAttribute(plan.get(),
+                                                    CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                                                    CUDNN_TYPE_INT64, 1, &count, &workspace));
+  return plan;
+}
+
+// Up to `wanted` helper handles of the device (fewer when cuDNN refuses more). Called with
+// device.mutex held.
+size_t compile_helpers(DeviceHandle& device, size_t wanted) {
+  while (device.helpers.size() < wanted) {
+    cudnnHandle_t h = nullptr;
+    if (cudnnCreate(&h) != CUDNN_STATUS_SUCCESS) break;
+    device.helpers.push_back(h);
+  }
+  return std::min(wanted, device.helpers.size());
+}
+
+// What a helper thread made of one engine configuration: the plan's JSON (compiled kernel
+// included), or why the configuration gave no plan (`finalize_failed`: cuDNN refused it; else the
+// helper could not do the work, and the caller compiles it itself).
+struct CompiledElsewhere {
+  StatusOr<std::string> json = internal_error("not compiled");
+  bool finalize_failed = false;
+};
+
+// Builds problem `p` in `form` again on `handle` (a helper's, on the device `device`), asks the
+// heuristics `mode`, and compiles configuration `index` if it is still the engine `tag`
+// (heuristics are deterministic for one cuDNN and device). Runs on a thread of its own.
+CompiledElsewhere compile_elsewhere(int device, cudnnHandle_t handle, const FusedConvProblem& p,
+                                    const std::string& form, cudnnBackendHeurMode_t mode,
+                                    size_t index, const std::string& tag) {
+  CompiledElsewhere result;
+  auto work = [&]() -> StatusOr<std::string> {
+    KS_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+    KS_ASSIGN_OR_RETURN(OpGraph graph, build_op_graph(p, form, handle));
+    std::vector<Descriptor> heuristics_kept;
+    KS_ASSIGN_OR_RETURN(std::vector<Descriptor> configs,
+                        heuristics(graph.graph.get(), mode, heuristics_kept));
+    if (index >= configs.size()) return not_found("the heuristics returned fewer engines");
+    KS_ASSIGN_OR_RETURN(EngineInfo info, describe_engine(configs[index].get()));
+    if (info.tag != tag) return not_found("the heuristics proposed {}, not {}", info.tag, tag);
+    int64_t workspace = 0;
+    StatusOr<Descriptor> plan = build_plan(handle, configs[index].get(), workspace);
+    if (!plan.ok()) {
+      result.finalize_failed = true;
+      return plan.status().with_context(last_cudnn_error());
+    }
+    return plan_json(plan->get());
+  };
+  result.json = work();
+  return result;
+}
+
+// The problem as text: every field, for keying precompiled plans.
+std::string problem_key(const FusedConvProblem& p) {
+  return fmt::format("{} x{} w{} y{} pad{} stride{} dil{} bias{} residual{} act{} {:g} {:g}",
+                     p.float16 ? "half" : "float", fmt::join(p.x, ","), fmt::join(p.w, ","),
+                     fmt::join(p.y, ","), fmt::join(p.pad, ","), fmt::join(p.stride, ","),
+                     fmt::join(p.dilation, ","), p.bias ? 1 : 0, p.residual ? 1 : 0,
+                     static_cast<int>(p.activation), p.alpha, p.beta);
+}
+
+// A candidate plan's name among a problem's precompiled ones.
+std::string candidate_key(const std::string& form, cudnnBackendHeurMode_t mode, size_t index,
+                          const std::string& tag) {
+  return fmt::format("{} {} {} {}", form, mode_name(mode), index, tag);
+}
+
+// Candidate plans compiled ahead of create() (FusedConvGraph::precompile) by a pool of threads,
+// each with a cuDNN handle of its own: the convolutions of a forward pass compile side by side
+// instead of one after another as the first run reaches them. create() takes a problem's results
+// (waiting while they are being compiled) and compiles only what is missing.
+class Precompiler {
+ public:
+  using Results = std::map<std::string, CompiledElsewhere>;  // by candidate_key
+
+  // The device's pool, started on first use and never destroyed (its threads wait for work
+  // until the process ends).
+  static Precompiler& of(int device) {
+    static std::mutex mutex;
+    static auto* pools = new std::map<int, std::unique_ptr<Precompiler>>();
+    std::lock_guard<std::mutex> lock(mutex);
+    std::unique_ptr<Precompiler>& slot = (*pools)[device];
+    if (!slot) slot.reset(new Precompiler(device));
+    return *slot;
+  }
+
+  void submit(const FusedConvProblem& p, size_t max_plans) {
+    const std::string key = problem_key(p);
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (entries_.count(key)) return;  // queued, compiling, or compiled and not yet taken
+    if (threads_ < max_threads_) {
+      try {
+        std::thread([this] { work(); }).detach();
+        ++threads_;
+      } catch (const std::system_error&) {
+        if (threads_ == 0) return;  // no pool: create() compiles everything itself
+      }
+    }
+    entries_[key];
+    queue_.push_back({key, p, max_plans});
+    cv_.notify_all();
+  }
+
+  // The results for `p`, removed from the pool; nullopt when it was never submitted (or was
+  // taken already). Waits while it is queued or compiling.
+  std::optional<Results> take(const FusedConvProblem& p) {
+    const std::string key = problem_key(p);
+    std::unique_lock<std::mutex> lock(mutex_);
+    auto it = entries_.find(key);
+    if (it == entries_.end()) return std::nullopt;
+    cv_.wait(lock, [&] { return entries_.at(key).done; });
+    it = entries_.find(key);
+    Results results = std::move(it->second.results);
+    entries_.erase(it);
+    return results;
+  }
+
+ private:
+  struct Task {
+    std::string key;
+    FusedConvProblem problem;
+    size_t max_plans = 0;
+  };
+  struct Entry {
+    bool done = false;
+    Results results;
+  };
+
+  explicit Precompiler(int device) : device_(device) {
+    // Half the cores: the thread that measures the chosen kernels keeps a core to itself.
+    max_threads_ = std::clamp<size_t>(std::thread::hardware_concurrency() / 2, 1, 8);
+  }
+
+  // A pool thread: compiles queued problems on its own handle.
+  void work() {
+    cudnnHandle_t handle = nullptr;
+    const bool ready = cudaSetDevice(device_) == cudaSuccess &&
+                       cudnnCreate(&handle) == CUDNN_STATUS_SUCCESS;  // kept until the end
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (true) {
+      cv_.wait(lock, [&] { return !queue_.empty(); });
+      Task task = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      Results results;
+      if (ready) results = compile_candidates(handle, task.problem, task.max_plans);
+      lock.lock();
+      Entry& entry = entries_[task.key];
+      entry.results = std::move(results);
+      entry.done = true;
+      cv_.notify_all();
+    }
+  }
+
+  // What create() would compile for `p`, in its order: the heuristics' candidates of each form
+  // and mode until `max_plans` finalize.
+  Results compile_candidates(cudnnHandle_t handle, const FusedConvProblem& p, size_t max_plans) {
+    Results results;
+    size_t finalized = 0;
+    for (const std::string& form : forms_of(p)) {
+      StatusOr<OpGraph> graph = build_op_graph(p, form, handle);
+      if (!graph.ok()) continue;
+      for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
+        std::vector<Descriptor> heuristics_kept;
+        StatusOr<std::vector<Descriptor>> configs =
+            heuristics(graph->graph.get(), mode, heuristics_kept);
+        if (!configs.ok()) continue;
+        for (size_t i = 0; i < configs->size() && i < kMaxAttempts && finalized < max_plans; ++i) {
+          StatusOr<EngineInfo> info = describe_engine((*configs)[i].get());
+          if (!info.ok() || info->reduced_precision) continue;
+          CompiledElsewhere& compiled = results[candidate_key(form, mode, i, info->tag)];
+          int64_t workspace = 0;
+          StatusOr<Descriptor> plan = build_plan(handle, (*configs)[i].get(), workspace);
+          if (!plan.ok()) {
+            compiled.finalize_failed = true;
+            compiled.json = plan.status().with_context(last_cudnn_error());
+            continue;
+          }
+          compiled.json = plan_json(plan->get());
+          ++finalized;
+        }
+        if (finalized > 0) break;
+      }
+      if (finalized > 0) break;
+    }
+    return results;
+  }
+
+  const int device_;
+  size_t max_threads_ = 1;
+  std::mutex mutex_;
+  std::condition_variable cv_;  // work queued, or a problem done
+  std::deque<Task> queue_;
+  std::map<std::string, Entry> entries_;  // by problem_key
+  size_t threads_ = 0;
+};
+
 bool aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kAlignment == 0; }
 
 }  // namespace
@@ -492,6 +732,8 @@ StatusOr<std::unique_ptr<FusedConvGraph>> FusedConvGraph::create(const FusedConv
     return unimplemented("no fused cuDNN graph for {}", why);
   }
   KS_ASSIGN_OR_RETURN(DeviceHandle * device, device_handle());
+  // What precompile() compiled of this problem already (waiting for it if it is being compiled).
+  const std::optional<Precompiler::Results> precompiled = Precompiler::of(device->device).take(p);
   auto impl = std::make_unique<Impl>();
   impl->device = device;
   impl->bias = p.bias;
@@ -511,32 +753,79 @@ StatusOr<std::unique_ptr<FusedConvGraph>> FusedConvGraph::create(const FusedConv
                           configs.status().to_string(), last_cudnn_error());
         continue;
       }
-      for (size_t i = 0; i < configs->size() && i < kMaxAttempts && impl->plans.size() < max_plans;
-           ++i) {
-        cudnnBackendDescriptor_t config = (*configs)[i].get();
-        StatusOr<EngineInfo> info = describe_engine(config);
+      // The candidates, in the heuristics' order.
+      std::vector<std::pair<size_t, std::string>> candidates;  // index, engine tag
+      for (size_t i = 0; i < configs->size() && i < kMaxAttempts; ++i) {
+        StatusOr<EngineInfo> info = describe_engine((*configs)[i].get());
         if (!info.ok()) {
           why = fmt::format("{} graph, engine {}: {}", form, i, info.status().to_string());
-          continue;
-        }
-        if (info->reduced_precision) {
+        } else if (info->reduced_precision) {
           why = fmt::format("{} graph, {}: reduced-precision accumulation", form, info->tag);
-          continue;
+        } else {
+          candidates.emplace_back(i, info->tag);
         }
+      }
+      // Compiling (cuDNN's runtime fusion engines generate and compile a kernel when a plan is
+      // finalized) is where building an engine spends its time. A candidate that precompile()
+      // compiled is loaded from its JSON. The others are compiled in waves of as many as plans
+      // are still wanted, each on a helper thread and handle, and loaded from JSON too. Without
+      // helpers, or for a plan a helper could not hand over, the compilation happens here.
+      auto is_precompiled = [&](size_t c) {
+        return precompiled && precompiled->count(candidate_key(form, mode, candidates[c].first,
+                                                               candidates[c].second)) > 0;
+      };
+      // Candidate `c` as a plan on the device's handle: loaded from what another thread compiled
+      // (`compiled`, may be null), else compiled here, unless cuDNN refused it there already.
+      auto accept = [&](size_t c, const CompiledElsewhere* compiled) {
+        const auto& [i, tag] = candidates[c];
         int64_t workspace = 0;
-        StatusOr<Descriptor> plan = build_plan(device->handle, config, workspace);
+        StatusOr<Descriptor> plan = internal_error("not compiled");
+        if (compiled != nullptr && compiled->json.ok()) {
+          plan = plan_from_json(device->handle, *compiled->json, workspace);
+        }
+        if (compiled != nullptr && compiled->finalize_failed) {
+          plan = compiled->json.status();
+        } else if (!plan.ok()) {
+          plan = build_plan(device->handle, (*configs)[i].get(), workspace);
+          if (!plan.ok()) plan = plan.status().with_context(last_cudnn_error());
+        }
         if (!plan.ok()) {
-          why = fmt::format("{} graph, {}: {} {}", form, info->tag, plan.status().to_string(),
-                            last_cudnn_error());
+          why = fmt::format("{} graph, {}: {}", form, tag, plan.status().to_string());
+        } else if (workspace < 0 || static_cast<size_t>(workspace) > max_workspace) {
+          why = fmt::format("{} graph, {}: workspace of {} bytes", form, tag, workspace);
+        } else {
+          impl->plans.push_back({std::move(plan).value(), static_cast<size_t>(workspace),
+                                 fmt::format("graph {} {} {} {}", form, mode_name(mode), i, tag)});
+        }
+      };
+      size_t next = 0;
+      while (next < candidates.size() && impl->plans.size() < max_plans) {
+        if (is_precompiled(next)) {
+          const auto& [i, tag] = candidates[next];
+          accept(next++, &precompiled->at(candidate_key(form, mode, i, tag)));
           continue;
         }
-        if (workspace < 0 || static_cast<size_t>(workspace) > max_workspace) {
-          why = fmt::format("{} graph, {}: workspace of {} bytes", form, info->tag, workspace);
-          continue;
+        // A wave: the candidates from here up to the next precompiled one.
+        size_t wave_size = 1;
+        while (wave_size < max_plans - impl->plans.size() && next + wave_size < candidates.size() &&
+               !is_precompiled(next + wave_size)) {
+          ++wave_size;
         }
-        impl->plans.push_back(
-            {std::move(plan).value(), static_cast<size_t>(workspace),
-             fmt::format("graph {} {} {} {}", form, mode_name(mode), i, info->tag)});
+        const size_t helpers = compile_helpers(*device, wave_size);
+        std::vector<CompiledElsewhere> compiled(helpers);
+        std::vector<std::thread> threads;
+        for (size_t k = 0; k < helpers; ++k) {
+          threads.emplace_back([&, k] {
+            compiled[k] =
+                compile_elsewhere(device->device, device->helpers[k], p, form, mode,
+                                  candidates[next + k].first, candidates[next + k].second);
+          });
+        }
+        for (std::thread& t : threads) t.join();
+        for (size_t k = 0; k < std::max<size_t>(helpers, 1); ++k) {
+          accept(next + k, k < helpers ? &compiled[k] : nullptr);
+        }
+        next += std::max<size_t>(helpers, 1);
       }
       for (Descriptor& c : *configs) impl->parts.push_back(std::move(c));
       if (!impl->plans.empty()) break;
@@ -547,6 +836,16 @@ StatusOr<std::unique_ptr<FusedConvGraph>> FusedConvGraph::create(const FusedConv
   }
   if (impl->plans.empty()) impl->why_empty = why;
   return std::unique_ptr<FusedConvGraph>(new FusedConvGraph(std::move(impl)));
+}
+
+void FusedConvGraph::precompile(const FusedConvProblem& p, size_t max_plans) {
+  if (!fused_conv_graph_unsupported(p).empty() || max_plans == 0) return;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return;
+  }
+  Precompiler::of(device).submit(p, max_plans);
 }
 
 StatusOr<std::unique_ptr<FusedConvGraph>> FusedConvGraph::from_choice(const FusedConvProblem& p,
@@ -621,19 +920,8 @@ StatusOr<std::unique_ptr<FusedConvGraph>> FusedConvGraph::from_serialized(const 
   impl->bias = p.bias;
   impl->residual = p.residual;
   std::lock_guard<std::mutex> lock(device->mutex);
-  KS_ASSIGN_OR_RETURN(Descriptor plan, make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR));
-  cudnnHandle_t handle = device->handle;
-  KS_SET_ATTR(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
-  KS_SET_ATTR(plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
-              static_cast<int64_t>(text.size()), text.data());
-  if (cudnnStatus_t st = cudnnBackendFinalize(plan.get()); st != CUDNN_STATUS_SUCCESS) {
-    return cudnn_status(st, "cudnnBackendFinalize(serialized execution plan)", __FILE__, __LINE__)
-        .with_context(last_cudnn_error());
-  }
-  int64_t count = 0, workspace = 0;
-  KS_CUDNN_RETURN_IF_ERROR(cudnnBackendGetAttribute(plan.get(),
-                                                    CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                                    CUDNN_TYPE_INT64, 1, &count, &workspace));
+  int64_t workspace = 0;
+  KS_ASSIGN_OR_RETURN(Descriptor plan, plan_from_json(device->handle, text, workspace));
   if (workspace < 0 || static_cast<size_t>(workspace) > max_workspace) {
     return invalid_argument("fused convolution graph '{}': workspace of {} bytes", choice,
                             workspace);
@@ -646,20 +934,8 @@ StatusOr<std::string> FusedConvGraph::serialize(size_t i) const {
   if (i >= impl_->plans.size())
     return internal_error("fused convolution plan {} does not exist", i);
   std::lock_guard<std::mutex> lock(impl_->device->mutex);
-  cudnnBackendDescriptor_t plan = impl_->plans[i].plan.get();
-  int64_t size = 0;
-  if (cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
-                               0, &size, nullptr) != CUDNN_STATUS_SUCCESS ||
-      size <= 0) {
-    return unimplemented("cuDNN cannot serialize plan {} {}", impl_->plans[i].choice,
-                         last_cudnn_error());
-  }
-  std::string text(static_cast<size_t>(size), '\0');
-  KS_CUDNN_RETURN_IF_ERROR(cudnnBackendGetAttribute(plan,
-                                                    CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION,
-                                                    CUDNN_TYPE_CHAR, size, &size, text.data()));
-  text.resize(static_cast<size_t>(std::max<int64_t>(size, 0)));
-  while (!text.empty() && text.back() == '\0') text.pop_back();  // C string terminator
+  StatusOr<std::string> text = plan_json(impl_->plans[i].plan.get());
+  if (!text.ok()) return text.status().with_context(impl_->plans[i].choice);
   return text;
 }
 

@@ -63,6 +63,12 @@ class FusedConvGraph {
   // Errors are failures of cuDNN or CUDA themselves.
   static StatusOr<std::unique_ptr<FusedConvGraph>> create(const FusedConvProblem& p,
                                                           size_t max_plans, size_t max_workspace);
+  // Starts compiling, on a pool of threads with cuDNN handles of their own, the candidate plans
+  // create(p, max_plans, ...) would compile, and returns at once: create() then loads them
+  // instead of compiling (waiting for those still being compiled). Engines call it for every
+  // convolution of a batch size before its first run (Kernel::prepare), so that the forward
+  // pass's kernels compile side by side. Failures are left for create() to find.
+  static void precompile(const FusedConvProblem& p, size_t max_plans);
   // The one plan that choice(i) named, built again (an engine file, a rebuild): NOT_FOUND when this
   // cuDNN no longer offers it, INVALID_ARGUMENT for a choice this code did not write.
   static StatusOr<std::unique_ptr<FusedConvGraph>> from_choice(const FusedConvProblem& p,
