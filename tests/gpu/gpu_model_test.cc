@@ -252,8 +252,8 @@ TEST(GpuModelTest, OutOfMemoryIsAnErrorTheEngineSurvives) {
   EXPECT_EQ(again->arena_bytes, one->arena_bytes);
 }
 
-// --tf32 (BuildOptions::tf32): every convolution is marked, the engine runs on the GPU and stays
-// within TF32's error of the float32 reference; it cannot be combined with fp16.
+// --tf32 (BuildOptions::tf32): every convolution is marked and channels-last, the engine runs on
+// the GPU and stays within TF32's error of the float32 reference; it cannot be combined with fp16.
 TEST(GpuModelTest, Tf32EngineMarksEveryConvolutionAndStaysClose) {
   REQUIRE_GPU_AND_DATA();
   auto load = [] {
@@ -279,6 +279,8 @@ TEST(GpuModelTest, Tf32EngineMarksEveryConvolutionAndStaysClose) {
     if (n->op_type() != "Conv" && n->op_type() != "FusedConv") continue;
     ++convolutions;
     EXPECT_EQ(n->attrs().get_int("kestrel_tf32", 0), 1) << n->describe();
+    // Layout auto: channels-last, where cuDNN's fused graph kernels run TF32.
+    EXPECT_EQ(n->attrs().get_int("channels_last", 0), 1) << n->describe();
   }
   EXPECT_GT(convolutions, 0);
   EXPECT_EQ(report.tf32_convolutions, convolutions);

@@ -180,7 +180,7 @@ void add_build_command(CLI::App& app) {
                 "float32 convolutions on TF32 tensor cores (GPU; float32 accumulation; not with "
                 "--fp16)");
   cmd->add_option("--layout", o->layout,
-                  "Convolution layout: auto (nhwc for fp16 on the GPU), nchw, nhwc")
+                  "Convolution layout: auto (nhwc for fp16 and tf32 on the GPU), nchw, nhwc")
       ->capture_default_str();
   cmd->add_option("--max-batch", o->max_batch, "Largest batch the engine accepts")
       ->capture_default_str();

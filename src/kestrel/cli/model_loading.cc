@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <random>
 
@@ -86,12 +87,21 @@ StatusOr<Tensor> random_model_input(const engine::TensorInfo& info, int64_t batc
     dims.push_back(dim.is_known() ? dim.value() : batch);
   }
   KS_ASSIGN_OR_RETURN(Tensor t, Tensor::allocate(info.type.dtype, Shape(dims)));
-  std::mt19937 rng(1);
-  std::uniform_real_distribution<float> u(0.f, 1.f);
+  // A block of random values repeated over the tensor: drawing each of a batch of 64 640x640
+  // images' 79 million values took 1.8 s of a cached build. The block's odd length keeps it out
+  // of step with rows and images.
+  constexpr size_t kBlock = (size_t{1} << 20) - 1;
+  auto fill = [&](auto span, auto convert) {
+    std::mt19937 rng(1);
+    std::uniform_real_distribution<float> u(0.f, 1.f);
+    const size_t drawn = std::min(span.size(), kBlock);
+    for (size_t i = 0; i < drawn; ++i) span[i] = convert(u(rng));
+    for (size_t i = drawn; i < span.size(); ++i) span[i] = span[i - drawn];
+  };
   if (info.type.dtype == DType::kFloat32) {
-    for (float& v : t.values<float>()) v = u(rng);
+    fill(t.values<float>(), [](float v) { return v; });
   } else if (info.type.dtype == DType::kFloat16) {
-    for (Half& v : t.values<Half>()) v = Half(u(rng));
+    fill(t.values<Half>(), [](float v) { return Half(v); });
   } else {
     return unimplemented("random inputs are float only; input '{}' is {}", info.name,
                          info.type.dtype);

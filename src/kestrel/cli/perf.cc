@@ -289,7 +289,7 @@ void add_perf_command(CLI::App& app) {
   cmd->add_flag("--tf32", o->tf32,
                 "float32 convolutions on TF32 tensor cores (GPU; float32 accumulation)");
   cmd->add_option("--layout", o->layout,
-                  "Convolution layout: auto (nhwc for fp16 on the GPU), nchw or nhwc")
+                  "Convolution layout: auto (nhwc for fp16 and tf32 on the GPU), nchw or nhwc")
       ->capture_default_str();
   cmd->add_option("-n,--iterations", o->iterations, "Timed runs per batch size")
       ->capture_default_str();

@@ -50,7 +50,8 @@ StatusOr<std::unique_ptr<Engine>> build_engine(std::unique_ptr<ir::Graph> graph,
       options.engine.backend == "cuda" || (options.engine.backend == "auto" && cuda_available());
   const bool channels_last =
       options.layout == "nhwc" ||
-      (options.layout == "auto" && options.optimize && options.precision == "fp16" && on_gpu);
+      (options.layout == "auto" && options.optimize && on_gpu &&
+       (options.precision == "fp16" || (options.tf32 && options.cudnn_graph)));
   if (channels_last && !options.optimize) {
     return invalid_argument("the nhwc layout needs the optimizer");
   }
