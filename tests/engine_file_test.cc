@@ -242,7 +242,9 @@ TEST_F(EngineFileTest, TimingCachesRoundTripAndRefuseAnotherTarget) {
   // Malformed.
   write_bytes(cache, "kestrel-timing-cache 1\nchoice no tab here\n");
   EXPECT_EQ(read_timing_cache(cache, e->target()).status().code(), StatusCode::kDataLoss);
-  for (const char* bad : {"compiled k\tnot base64!", "compiled k\tabc", "compiled no tab"}) {
+  for (const char* bad :
+       {"compiled k\tnot base64!", "compiled k\tabc", "compiled no tab",
+        "compiled k\tQQ==    ", "compiled k\tQ=QQ", "compiled k\tQ===", "compiled k\tQQ\rQ"}) {
     write_bytes(cache, std::string("kestrel-timing-cache 2\n") + bad + "\n");
     EXPECT_EQ(read_timing_cache(cache, e->target()).status().code(), StatusCode::kDataLoss) << bad;
   }

@@ -108,6 +108,9 @@ Status build(const BuildCommandOptions& o) {
   fmt::print(stderr, "      {} on {}\n", report.to_string(), e->backend_summary());
   if (o.dump_graph) dump_graph(e->graph());
 
+  // The timing cache is written back only when it was read or did not exist: one that cannot be
+  // used here (another GPU, damaged) is left as it is, not replaced by this build's entries.
+  bool write_timing_cache = !o.timing_cache.empty();
   if (!o.timing_cache.empty()) {
     StatusOr<std::map<std::string, std::string>> cached =
         engine::read_timing_cache(o.timing_cache, e->target());
@@ -117,7 +120,9 @@ Status build(const BuildCommandOptions& o) {
       fmt::print(stderr, "      timing cache {}: {} choices, {} compiled kernels\n", o.timing_cache,
                  counts.choices, counts.compiled);
     } else if (cached.status().code() != StatusCode::kNotFound) {
-      fmt::print(stderr, "      timing cache not used: {}\n", cached.status().to_string());
+      fmt::print(stderr, "      timing cache not used, and not written back: {}\n",
+                 cached.status().to_string());
+      write_timing_cache = false;
     }
   }
 
@@ -156,9 +161,7 @@ Status build(const BuildCommandOptions& o) {
   info.layout = build.layout;
   info.max_batch = o.max_batch;
   KS_RETURN_IF_ERROR(engine::save_engine_file(o.output, *e, info));
-  if (!o.timing_cache.empty()) {
-    KS_RETURN_IF_ERROR(engine::write_timing_cache(o.timing_cache, *e));
-  }
+  if (write_timing_cache) KS_RETURN_IF_ERROR(engine::write_timing_cache(o.timing_cache, *e));
   KS_ASSIGN_OR_RETURN(std::string bytes, read_file(o.output));
   const runtime::TuningCounts tuned = e->tuning_counts();
   fmt::print("built {} in {:.2f} s: {:.1f} MB, {} tuned choices, {} compiled kernels, target {}\n",

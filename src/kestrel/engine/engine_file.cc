@@ -383,6 +383,16 @@ std::string base64_encode(std::string_view bytes) {
 // nullopt when `text` is not base64 (wrong length, a character outside the alphabet).
 std::optional<std::string> base64_decode(std::string_view text) {
   if (text.size() % 4 != 0 || text.size() > (size_t{1} << 30)) return std::nullopt;
+  // OpenSSL skips whitespace and reads '=' anywhere as zero bits: allow only the alphabet, and
+  // '=' as the last one or two characters.
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    const bool alphabet = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                          (c >= '0' && c <= '9') || c == '+' || c == '/';
+    const bool padding =
+        c == '=' && i + 2 >= text.size() && (i + 1 == text.size() || text[i + 1] == '=');
+    if (!alphabet && !padding) return std::nullopt;
+  }
   std::string out(text.size() / 4 * 3, '\0');
   const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
                                 reinterpret_cast<const unsigned char*>(text.data()),
@@ -399,7 +409,7 @@ std::optional<std::string> base64_decode(std::string_view text) {
 
 StatusOr<std::map<std::string, std::string>> read_timing_cache(
     const std::string& path, const std::map<std::string, std::string>& target) {
-  KS_ASSIGN_OR_RETURN(std::string text, read_file(path, uint64_t{1} << 28));
+  KS_ASSIGN_OR_RETURN(std::string text, read_file(path, uint64_t{1} << 30));
   std::map<std::string, std::string> file_target, choices;
   size_t at = 0;
   int line_number = 0;

@@ -676,8 +676,8 @@ class CudnnConv final : public Kernel {
     return Status();
   }
 
-  // The tuning cache's key for the compiled form of a fused-graph choice. Engine files keep these
-  // entries, so a loaded engine skips cuDNN's kernel compilation; timing caches leave them out.
+  // The tuning cache's key for the compiled form of a fused-graph choice. Engine files and timing
+  // caches keep these entries, so a loaded engine or a cached rebuild skips cuDNN's compilation.
   static std::string serialized_plan_key(const std::string& fused_signature,
                                          const std::string& choice) {
     return fmt::format("{}{} | {}", kSerializedPlanPrefix, fused_signature, choice);

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -520,7 +521,7 @@ CompiledElsewhere compile_elsewhere(int device, cudnnHandle_t handle, const Fuse
 
 // The problem as text: every field, for keying precompiled plans.
 std::string problem_key(const FusedConvProblem& p) {
-  return fmt::format("{} x{} w{} y{} pad{} stride{} dil{} bias{} residual{} act{} {:g} {:g}",
+  return fmt::format("{} x{} w{} y{} pad{} stride{} dil{} bias{} residual{} act{} {} {}",
                      p.float16 ? "half" : "float", fmt::join(p.x, ","), fmt::join(p.w, ","),
                      fmt::join(p.y, ","), fmt::join(p.pad, ","), fmt::join(p.stride, ","),
                      fmt::join(p.dilation, ","), p.bias ? 1 : 0, p.residual ? 1 : 0,
@@ -541,21 +542,30 @@ class Precompiler {
  public:
   using Results = std::map<std::string, CompiledElsewhere>;  // by candidate_key
 
-  // The device's pool, started on first use and never destroyed (its threads wait for work
-  // until the process ends).
+  // The device's pool, started on first use and never destroyed: its threads wait for work
+  // until the process exits. At exit, queued work is dropped and the compilations in progress are
+  // waited for, so that no thread is inside cuDNN while the CUDA runtime is torn down.
   static Precompiler& of(int device) {
     static std::mutex mutex;
     static auto* pools = new std::map<int, std::unique_ptr<Precompiler>>();
     std::lock_guard<std::mutex> lock(mutex);
     std::unique_ptr<Precompiler>& slot = (*pools)[device];
-    if (!slot) slot.reset(new Precompiler(device));
+    if (!slot) {
+      slot.reset(new Precompiler(device));
+      // Registered after CUDA started (a device exists), so it runs before CUDA's own teardown.
+      static const bool registered = std::atexit([] {
+                                       std::lock_guard<std::mutex> l(mutex);
+                                       for (auto& [d, pool] : *pools) pool->stop();
+                                     }) == 0;
+      (void)registered;
+    }
     return *slot;
   }
 
   void submit(const FusedConvProblem& p, size_t max_plans) {
     const std::string key = problem_key(p);
     std::lock_guard<std::mutex> lock(mutex_);
-    if (entries_.count(key)) return;  // queued, compiling, or compiled and not yet taken
+    if (stopping_ || entries_.count(key)) return;  // queued, compiling, or compiled, not taken
     if (threads_ < max_threads_) {
       try {
         std::thread([this] { work(); }).detach();
@@ -574,13 +584,28 @@ class Precompiler {
   std::optional<Results> take(const FusedConvProblem& p) {
     const std::string key = problem_key(p);
     std::unique_lock<std::mutex> lock(mutex_);
+    if (!entries_.count(key)) return std::nullopt;
+    // Another create() of the same problem (another engine with the same layer) may take the
+    // results first: then this one compiles by itself.
+    cv_.wait(lock, [&] {
+      auto it = entries_.find(key);
+      return it == entries_.end() || it->second.done;
+    });
     auto it = entries_.find(key);
     if (it == entries_.end()) return std::nullopt;
-    cv_.wait(lock, [&] { return entries_.at(key).done; });
-    it = entries_.find(key);
     Results results = std::move(it->second.results);
     entries_.erase(it);
     return results;
+  }
+
+  // Drops the queued work and waits for the compilations in progress (at exit).
+  void stop() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    stopping_ = true;
+    for (const Task& task : queue_) entries_.erase(task.key);
+    queue_.clear();
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return busy_ == 0; });
   }
 
  private:
@@ -606,13 +631,16 @@ class Precompiler {
                        cudnnCreate(&handle) == CUDNN_STATUS_SUCCESS;  // kept until the end
     std::unique_lock<std::mutex> lock(mutex_);
     while (true) {
-      cv_.wait(lock, [&] { return !queue_.empty(); });
+      cv_.wait(lock, [&] { return !queue_.empty() || stopping_; });
+      if (stopping_) return;
       Task task = std::move(queue_.front());
       queue_.pop_front();
+      ++busy_;
       lock.unlock();
       Results results;
       if (ready) results = compile_candidates(handle, task.problem, task.max_plans);
       lock.lock();
+      --busy_;
       Entry& entry = entries_[task.key];
       entry.results = std::move(results);
       entry.done = true;
@@ -661,6 +689,8 @@ class Precompiler {
   std::deque<Task> queue_;
   std::map<std::string, Entry> entries_;  // by problem_key
   size_t threads_ = 0;
+  size_t busy_ = 0;        // tasks being compiled
+  bool stopping_ = false;  // the process is exiting
 };
 
 bool aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kAlignment == 0; }
@@ -815,11 +845,15 @@ StatusOr<std::unique_ptr<FusedConvGraph>> FusedConvGraph::create(const FusedConv
         std::vector<CompiledElsewhere> compiled(helpers);
         std::vector<std::thread> threads;
         for (size_t k = 0; k < helpers; ++k) {
-          threads.emplace_back([&, k] {
-            compiled[k] =
-                compile_elsewhere(device->device, device->helpers[k], p, form, mode,
-                                  candidates[next + k].first, candidates[next + k].second);
-          });
+          try {
+            threads.emplace_back([&, k] {
+              compiled[k] =
+                  compile_elsewhere(device->device, device->helpers[k], p, form, mode,
+                                    candidates[next + k].first, candidates[next + k].second);
+            });
+          } catch (const std::system_error&) {
+            break;  // no thread: the candidates left in this wave compile here
+          }
         }
         for (std::thread& t : threads) t.join();
         for (size_t k = 0; k < std::max<size_t>(helpers, 1); ++k) {
